@@ -329,6 +329,11 @@ async def grade(
     invalid panel. Everything else ends in the cache: judgements as they arrive, failures with their reasons.
     """
     started = time.perf_counter()
+    if judges and not any(item.kind == "qa" for item in items):
+        # ARC metrics are deterministic: a judge is never asked, so it need not be reachable either.
+        if log is not None:
+            log("no question-answer items: the judges are not contacted (ARC metrics need none)")
+        judges = []
     infos = await preflight_all(judges, settings)
     preflight_s = time.perf_counter() - started
     rows, plan, jobs = plan_run(items, infos, settings)

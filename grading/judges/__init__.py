@@ -139,4 +139,4 @@ def make_judge(
         return OpenAICompatJudge(base_url, model, timeout=timeout)
     from grading.judges.hf import HFJudge
 
-    return HFJudge(rest)
+    return HFJudge(rest, timeout=timeout)

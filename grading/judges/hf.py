@@ -3,7 +3,8 @@
 torch and transformers are imported inside the functions, only when this back-end is chosen, so the grading
 package stays importable without them. There is no grammar here: the rubric asks for JSON and replies that do
 not parse are unscored, as with any judge. Generation is greedy and runs in a worker thread, one request at a
-time.
+time, and stops at ``timeout`` seconds (transformers' ``max_time``): a reply cut by the clock is a transient
+failure, retried like a timed-out server request and never scored as a verdict.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grading.judges import FatalJudgeError, JudgeInfo, JudgeReply, JudgeRequest
+from grading.judges import FatalJudgeError, JudgeInfo, JudgeReply, JudgeRequest, TransientJudgeError
 
 
 def _weights_digest(folder: Path) -> str:
@@ -30,8 +31,9 @@ def _weights_digest(folder: Path) -> str:
 
 
 class HFJudge:
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, *, timeout: float = 120.0) -> None:
         self.ref, _, self.gguf_file = ref.partition("#")
+        self.timeout = timeout
         self.name = f"hf:{ref}"
         self._model: Any = None
         self._tokenizer: Any = None
@@ -96,12 +98,18 @@ class HFJudge:
                 **encoded,
                 max_new_tokens=limit,
                 do_sample=False,
+                max_time=self.timeout,
                 pad_token_id=pad if (pad := self._tokenizer.pad_token_id) is not None else self._tokenizer.eos_token_id,
             )
         new_tokens = output[0, prompt_length:]
         eos = self._tokenizer.eos_token_id
-        stopped = len(new_tokens) < limit or (eos is not None and int(new_tokens[-1]) == eos)
+        at_eos = len(new_tokens) > 0 and eos is not None and int(new_tokens[-1]) == eos
+        stopped = len(new_tokens) < limit or at_eos
         elapsed = time.perf_counter() - started
+        if not at_eos and len(new_tokens) < limit and elapsed >= self.timeout:
+            raise TransientJudgeError(
+                f"generation hit the {self.timeout:g} s timeout after {len(new_tokens)} of {limit} tokens"
+            )
         return JudgeReply(
             text=self._tokenizer.decode(new_tokens, skip_special_tokens=True),
             done_reason="stop" if stopped else "length",

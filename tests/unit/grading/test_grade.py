@@ -64,6 +64,15 @@ def test_arc_items_get_metrics_and_no_judge_call(server: FakeOllama, tmp_path: P
     assert records[0]["metrics"]["pass@1"] == 1.0 and "judges" not in records[0]
 
 
+def test_arc_only_input_needs_no_reachable_judge(tmp_path: Path) -> None:
+    with FakeOllama() as server:
+        url = server.url  # the server is gone once the block ends: nothing answers on this port any more
+    arc = Item("a/0", "arc", "", (((1,),),), attempts=("x", "1"), task_id="a")
+    outcome, records = run_grade(url, [arc], tmp_path / "c.sqlite")
+    assert (outcome.sent, outcome.infos) == (0, [])
+    assert records[0]["metrics"] == {"pass@1": 0.0, "pass@2": 1.0, "attempts": 2.0, "unparseable_attempts": 1.0}
+
+
 def test_a_panel_keeps_each_verdict_and_the_majority_decides(server: FakeOllama, tmp_path: Path) -> None:
     judges = (MODEL, "other:1b", "contrarian:1b")
     outcome, records = run_grade(server.url, qa_items(6), tmp_path / "c.sqlite", judges=judges)

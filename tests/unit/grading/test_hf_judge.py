@@ -87,3 +87,21 @@ def test_hf_judge_unparseable_replies_are_re_asked_then_unscored(tmp_path: Path)
     assert outcome.sent == 6  # 1 + 2 retries each
     assert [vote(r, spec)["status"] for r in records] == ["unparseable", "unparseable"]
     assert all(vote(r, spec)["raw"] == "" for r in records)
+
+
+def test_hf_judge_generation_that_outlives_the_timeout_is_a_failure_not_a_verdict(tmp_path: Path) -> None:
+    spec = f"hf:{_tiny_chat_model(tmp_path / 'rambler', silent=False)}"
+    outcome, records = run_grade(
+        "unused",
+        qa_items(1),
+        tmp_path / "c.sqlite",
+        judges=(spec,),
+        timeout=1e-5,
+        num_predict=1500,
+        max_attempts=2,
+        backoff_s=0.0,
+    )
+    assert outcome.failed == 1 and outcome.stored == 0
+    record = vote(records[0], spec)
+    assert record["status"] == "failed" and "timeout" in record["reason"]
+    assert records[0]["panel"] == "unscored"
