@@ -130,6 +130,14 @@ class AdapterSlot:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [param for _, param in self._lora_a + self._lora_b]
 
+    def a_parameters(self) -> list[torch.nn.Parameter]:
+        """The LoRA A matrices (restored from the seed's snapshot on reset)."""
+        return [param for _, param in self._lora_a]
+
+    def b_parameters(self) -> list[torch.nn.Parameter]:
+        """The LoRA B matrices (zeroed on reset)."""
+        return [param for _, param in self._lora_b]
+
     def lora_state(self) -> dict[str, torch.Tensor]:
         """A detached copy of the LoRA weights, by parameter name (for tests and checks)."""
         return {name: param.detach().clone() for name, param in self._lora_a + self._lora_b}
@@ -164,8 +172,8 @@ class AdapterSlot:
                 self._snapshots.popitem(last=False)
         else:
             self._snapshots.move_to_end(seed)
-        a_params = [param for _, param in self._lora_a]
-        b_params = [param for _, param in self._lora_b]
+        a_params = self.a_parameters()
+        b_params = self.b_parameters()
         torch._foreach_copy_(a_params, snapshot)
         torch._foreach_zero_(b_params)
         for param in a_params + b_params:
