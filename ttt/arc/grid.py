@@ -183,6 +183,9 @@ _ROW_RE = re.compile(r"\[([^\[\]]*)\]")
 _CELL_SPLIT_RE = re.compile(r"[,\s]+")
 
 
+_ASCII_DIGITS = frozenset("0123456789")
+
+
 def parse_grid(text: str, fmt: GridFormat = "nested", *, footer: str = "#") -> ParsedGrid:
     """Parse a grid from `text` written in `fmt`; the answer ends at the first `footer` (SEAL's ``#``).
 
@@ -229,7 +232,7 @@ def _parse_bracketed(body: str) -> list[list[int]] | str:
         if not cells:
             return f"row {r} is empty"
         for c in cells:
-            if not c.isdigit() or len(c) != 1:
+            if len(c) != 1 or c not in _ASCII_DIGITS:  # str.isdigit() also accepts '²', '①', ...
                 return f"row {r} has cell {c[:12]!r}; colours must be single digits 0-9"
         rows.append([int(c) for c in cells])
     return rows
@@ -243,7 +246,7 @@ def _parse_digit_rows(body: str) -> list[list[int]] | str:
             if rows:
                 break  # a blank line ends the grid
             continue
-        if not cells.isdigit() or not cells.isascii():
+        if not all(c in _ASCII_DIGITS for c in cells):
             if rows:
                 break  # trailing text after the grid is ignored
             return f"line {r} is not a row of digits: {line[:40]!r}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.unit.arc.conftest import grids
 from ttt.arc import Grid, GridError, grid_to_text, parse_grid
@@ -75,6 +76,9 @@ def test_parsing_ignores_what_follows_the_answer_end_and_accepts_either_bracket_
         ("[[1, 2], [3]]", "nested", "row 1 has 1 cells but row 0 has 2"),
         ("[[1, 12]]", "nested", "cell '12'"),
         ("[[1, a]]", "nested", "cell 'a'"),
+        ("[[1, \u00b2]]", "nested", "cell '\u00b2'"),  # a digit to str.isdigit(), not a colour
+        ("[[\u0661, 1]]", "nested", "cell '\u0661'"),  # Arabic-Indic one
+        ("1\u00b2\n34", "digits", "line 0 is not a row of digits"),
         ("[[[1]]]", "nested", "unexpected text between rows"),
         ("[[]]", "nested", "row 0 is empty"),
         ("[" + ", ".join(["[1]"] * 31) + "]", "nested", "got 31"),
@@ -89,6 +93,22 @@ def test_unparseable_text_is_recorded_with_its_reason_never_raised(text, fmt, re
     assert parsed.grid is None
     assert parsed.text == text
     assert reason in parsed.error
+
+
+_CELLS = st.sampled_from(["0", "7", "9", "12", "\u00b2", "\u0661", "\u2460", "a", "", "-1", " "])
+_ROWS = st.lists(st.lists(_CELLS, min_size=1, max_size=4), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ROWS, st.sampled_from(["nested", "numpy", "digits"]), st.text(alphabet="[], \n#1", max_size=8))
+def test_no_model_output_makes_the_parser_raise(rows, fmt, noise):
+    nested = "[" + ", ".join("[" + ", ".join(row) + "]" for row in rows) + "]"
+    digit_rows = "\n".join("".join(row) for row in rows)
+    for text in (nested + noise, noise + nested, digit_rows + noise):
+        parsed = parse_grid(text, fmt)
+        assert parsed.ok == (parsed.grid is not None) and (parsed.ok or parsed.error)
+        if parsed.ok:
+            assert all(0 <= v <= 9 for row in parsed.grid.to_list() for v in row)
 
 
 def test_non_text_output_is_a_failure_not_a_crash():
