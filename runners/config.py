@@ -1,8 +1,10 @@
 """One configuration source: typed defaults, YAML layers, `--set` overrides, validation and a canonical hash.
 
-Layers, later wins: dataclass defaults ← `configs/experiments/<name>.yaml` ← `configs/platforms/<profile>.yaml`
-← repeatable `--set a.b=c`. The result is a frozen `Config`; every error names the key (and the nearest valid
-one), the value and the expected type, or the missing file and what exists.
+Layers, later wins: dataclass defaults ← `configs/platforms/<profile>.yaml` ← `configs/experiments/<name>.yaml`
+← repeatable `--set a.b=c`. A profile holds what fits the hardware (dtype, rank, context, batch) as defaults; a value
+an experiment writes down is a deliberate choice and wins over it (the demo's reduced rank stays reduced on an A100).
+The result is a frozen `Config`; every error names the key (and the nearest valid one), the value and the expected
+type, or the missing file and what exists.
 """
 
 from __future__ import annotations
@@ -192,15 +194,14 @@ def load_config(
 ) -> Config:
     """Merge the layers and validate. `profile=None` applies no platform layer."""
     merged: dict[str, Any] = {}
-    sources: list[str] = []
+    if profile:
+        path = _yaml_file("platforms", profile)
+        _deep_merge(merged, _read_yaml(path), str(path))
     if experiment:
         path = _yaml_file("experiments", experiment)
         _deep_merge(merged, _read_yaml(path), str(path))
         merged.setdefault("experiment", Path(experiment).stem)
-        sources.append(str(path))
     if profile:
-        path = _yaml_file("platforms", profile)
-        _deep_merge(merged, _read_yaml(path), str(path))
         merged["profile"] = Path(profile).stem
     for item in overrides:
         key, value = parse_override(item)

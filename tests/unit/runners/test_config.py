@@ -9,13 +9,29 @@ import pytest
 from runners.config import ConfigError, build_config, config_hash, load_config
 
 
-def test_layers_apply_in_order_experiment_then_profile_then_set() -> None:
+def test_layers_apply_in_order_profile_then_experiment_then_set() -> None:
     cfg = load_config("arc_ttt_oracle", "t4", ["lora.rank=8", "train.learning_rate=2e-4"])
     assert cfg.pipeline == "arc_ttt" and cfg.experiment == "arc_ttt_oracle" and cfg.profile == "t4"
     assert cfg.train.dtype == "fp16"  # from the t4 profile
     assert cfg.lora.rank == 8  # --set beats the profile's 32
     assert cfg.train.learning_rate == pytest.approx(2e-4)
     assert cfg.train.epochs == 2  # from the experiment
+    assert load_config("arc_ttt_oracle", "t4").lora.rank == 32  # the experiment leaves rank to the profile
+
+
+def test_what_an_experiment_writes_down_beats_the_profile() -> None:
+    for profile in ("cpu", "t4", "a100-80"):
+        demo = load_config("demo", profile)
+        assert (demo.lora.rank, demo.ttt_data.max_tokens, demo.infer.max_tokens) == (8, 1024, 1024)
+        assert demo.train.dtype == load_config(None, profile).train.dtype  # hardware keys still come from it
+
+
+def test_the_oracle_experiment_is_seals_recipe() -> None:
+    cfg = load_config("arc_ttt_oracle", "a100-80")
+    assert cfg.train.learning_rate == pytest.approx(1e-4) and cfg.train.epochs == 2
+    assert cfg.train.loss == "output_tokens"
+    assert (cfg.ttt_data.basic, cfg.ttt_data.size, cfg.ttt_data.chain, cfg.ttt_data.repeat) == (True,) * 4
+    assert cfg.lora.rank == 128 and cfg.model.spec == "meta-llama/Llama-3.2-1B-Instruct"
 
 
 def test_config_is_frozen() -> None:
