@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,24 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who has to fix it."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without YAML 1.1's octal, sexagesimal and leading-zero integers.
+
+    ARC task ids are hex strings, and some are all digits: plain YAML reads `00576224` as the octal number 195732,
+    losing the id. Here only plain decimal integers are numbers; everything else that looks numeric stays text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,7 +85,7 @@ class TrainConfig:
 class ArcConfig:
     source: str = "arcagi"  # `arcagi` (ARC-AGI-1), `arcagi2`, a Kaggle challenges JSON, or a folder of task files
     solutions: str | None = None  # Kaggle-style solutions JSON that goes with `source`
-    split: Literal["training", "evaluation"] = "evaluation"
+    split: Literal["training", "evaluation", "both"] = "evaluation"
     subset: str | None = "seal-eval-1b"  # a named id list (data/arc), or None for the whole split
     task_ids: tuple[str, ...] = ()  # explicit ids; overrides `subset` when non-empty
 
@@ -172,7 +191,7 @@ def _yaml_file(kind: str, name: str) -> Path:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -218,7 +237,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {item!r}: the key before '=' is empty")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -109,6 +109,12 @@ def execute_run(
     store = RunStore.open(location)
     _setup_logging(store.logs_dir() / f"worker-{os.getpid()}.log")
     try:
+        # Before the manifest is written: a config that cannot run must not become the run's recorded config.
+        stages = pipeline.stages(cfg, store)
+    except ConfigError as exc:
+        store.close()
+        raise UserError(str(exc)) from None
+    try:
         store.start(
             cfg.to_dict(),
             cfg.hash(),
@@ -119,7 +125,6 @@ def execute_run(
         raise UserError(str(exc)) from None
     click.echo(f"run directory: {store.root}  (config {cfg.hash()}, profile {cfg.profile})", err=True)
     try:
-        stages = pipeline.stages(cfg, store)
         summaries = run_pipeline(store, stages, selection, claim_timeout_s=cfg.run.claim_timeout_s, progress=progress)
     except SelectionError as exc:
         raise UserError(str(exc)) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from runners.config import Config
+from runners.config import Config, ConfigError
 from runners.stage import Outcome, ProcessFn, StageSpec, unit_seed
 from runners.store import RunStore
 
@@ -25,33 +25,73 @@ def _tasks(cfg: Config) -> dict[str, list[Any]]:
     return group_by_parent(tasks)
 
 
+def _section(name: str, build: Any) -> Any:
+    """Build one part of the recipe; a rejected value is reported under its config section."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def recipe_from_config(cfg: Config) -> Any:
-    """Map the run config onto the inner loop's own settings (ttt knows nothing of Config)."""
+    """Map the run config onto the inner loop's own settings (ttt knows nothing of Config).
+
+    Raises ``ConfigError`` naming the section (``ttt_data``, ``train`` or ``infer``) of a value the inner loop
+    rejects, so a bad recipe stops the command before any work, not inside a worker."""
     from ttt.arc import TTTDataSettings, ViewSettings
     from ttt.arc_ttt import TaskRecipe
     from ttt.train import TrainSettings
 
     d, t, i = cfg.ttt_data, cfg.train, cfg.infer
-    return TaskRecipe(
-        data=TTTDataSettings(
-            leave_n=d.leave_n, basic=d.basic, size=d.size, chain=d.chain, repeat=d.repeat,
-            permute_n=d.permute_n, nmax=d.nmax, max_tokens=d.max_tokens, grid_format=d.grid_format,
-            demo_placement=d.demo_placement, keep_zero_color=d.keep_zero_color, fixed_seed=d.fixed_seed,
+    data = _section(
+        "ttt_data",
+        lambda: TTTDataSettings(
+            leave_n=d.leave_n,
+            basic=d.basic,
+            size=d.size,
+            chain=d.chain,
+            repeat=d.repeat,
+            permute_n=d.permute_n,
+            nmax=d.nmax,
+            max_tokens=d.max_tokens,
+            grid_format=d.grid_format,
+            demo_placement=d.demo_placement,
+            keep_zero_color=d.keep_zero_color,
+            fixed_seed=d.fixed_seed,
         ),
-        train=TrainSettings(
-            lr=t.learning_rate, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
-            warmup_steps=t.warmup_steps, lr_schedule=t.schedule, max_steps_cap=t.max_steps_cap,
-            weight_decay=t.weight_decay, grad_checkpointing=t.grad_checkpointing, dtype=t.dtype, max_len=t.max_len,
+    )
+    train = _section(
+        "train",
+        lambda: TrainSettings(
+            lr=t.learning_rate,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            grad_accum=t.grad_accum,
+            warmup_steps=t.warmup_steps,
+            lr_schedule=t.schedule,
+            max_steps_cap=t.max_steps_cap,
+            weight_decay=t.weight_decay,
+            grad_checkpointing=t.grad_checkpointing,
+            dtype=t.dtype,
+            max_len=t.max_len,
         ),
-        loss=t.loss,
-        views=ViewSettings(  # the views must speak the format the adapter was trained on
-            leave_out=i.leave_out, permutations_per_subset=i.permutations_per_subset, transforms=i.transforms,
-            queries_per_transform=i.queries_per_transform, max_tokens=i.max_tokens, grid_format=d.grid_format,
-            demo_placement=d.demo_placement, keep_zero_color=d.keep_zero_color,
+    )
+    views = _section(
+        "infer",
+        lambda: ViewSettings(  # the views must speak the format the adapter was trained on
+            leave_out=i.leave_out,
+            permutations_per_subset=i.permutations_per_subset,
+            transforms=i.transforms,
+            queries_per_transform=i.queries_per_transform,
+            max_tokens=i.max_tokens,
+            grid_format=d.grid_format,
+            demo_placement=d.demo_placement,
+            keep_zero_color=d.keep_zero_color,
         ),
-        vote=i.vote,
-        max_new_tokens=i.max_new_tokens,
-    )  # fmt: skip
+    )
+    return _section("infer", lambda: TaskRecipe(
+        data=data, train=train, loss=t.loss, views=views, vote=i.vote, max_new_tokens=i.max_new_tokens
+    ))  # fmt: skip
 
 
 def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
@@ -79,7 +119,12 @@ def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
 
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
-    groups = _tasks(cfg)
+    """Load the tasks and check the recipe now: both fail here, with a clear message, before any work starts."""
+    try:
+        groups = _tasks(cfg)
+    except ValueError as exc:  # TaskError: unknown subset or id, wrong split, unreadable task file
+        raise ConfigError(f"arc: {exc}") from None
+    recipe_from_config(cfg)
 
     def make_processor() -> ProcessFn:
         import torch

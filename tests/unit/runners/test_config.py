@@ -89,3 +89,11 @@ def test_every_shipped_profile_and_experiment_validates() -> None:
     for profile in (root / "platforms").glob("*.yaml"):
         for experiment in (root / "experiments").glob("*.yaml"):
             load_config(experiment.stem, profile.stem)
+
+
+def test_all_digit_task_ids_stay_text_in_overrides() -> None:
+    # ARC's 00576224 is all digits (and all octal digits): plain YAML would turn it into 195732.
+    cfg = load_config("demo", "cpu", ["arc.task_ids=[00576224, 66e6c45b]", "train.learning_rate=1e-4"])
+    assert cfg.arc.task_ids == ("00576224", "66e6c45b")
+    assert cfg.train.learning_rate == pytest.approx(1e-4)
+    assert load_config("demo", "cpu", ["train.epochs=3"]).train.epochs == 3
