@@ -116,6 +116,11 @@ class InferConfig:
     vote: Literal["hierarchical", "majority"] = "hierarchical"
     batch_size: int = 16  # prompts per generate call
     max_tokens: int = 8192  # prompt + gold output budget per view
+    # hf: generate in process with the adapter in memory. vllm (GPU only): one engine beside the training model;
+    # each task's adapter is saved and sent as a LoRA request. dtype and max_lora_rank follow train.dtype and
+    # lora.rank; the engine takes this share of GPU memory, the rest stays for training.
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm_gpu_memory_utilization: float = 0.45
 
 
 @dataclass(frozen=True)

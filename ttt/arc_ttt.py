@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ttt.arc import ArcTask, TTTDataSettings, ViewSettings, build_ttt_data, make_views, score_task, vote
@@ -58,8 +59,12 @@ def run_task(
     generator: Generator,
     recipe: TaskRecipe,
     seed: int,
+    save_adapter_to: str | Path | None = None,
 ) -> TaskOutcome:
-    """Adapt `slot` to the task whose test inputs are `subtasks` (all share the demos), then answer every test."""
+    """Adapt `slot` to the task whose test inputs are `subtasks` (all share the demos), then answer every test.
+
+    `save_adapter_to`: write the trained adapter to this folder and name it in the generation requests (what a
+    generator outside this process, such as vLLM, needs); None generates from the adapter in memory."""
     if not subtasks:
         raise ValueError("run_task: no sub-tasks given")
     parent = subtasks[0].parent_id
@@ -86,11 +91,17 @@ def run_task(
     timings["train_compute"] = trained.forward_backward_seconds
     timings["train_other"] = trained.seconds - trained.forward_backward_seconds
 
+    adapter = ACTIVE_ADAPTER
+    if save_adapter_to is not None:
+        t = time.perf_counter()
+        adapter = str(slot.save(save_adapter_to))
+        timings["save"] = time.perf_counter() - t
+
     # 4. Every view of every test input in one batched generate call.
     t = time.perf_counter()
     views_per_test = [make_views(sub, recipe.views, seed=seed, count_tokens=measure) for sub in subtasks]
     requests = [
-        GenerationRequest(view.messages, adapter=ACTIVE_ADAPTER, max_new_tokens=recipe.max_new_tokens)
+        GenerationRequest(view.messages, adapter=adapter, max_new_tokens=recipe.max_new_tokens)
         for views in views_per_test
         for view in views
     ]

@@ -7,6 +7,8 @@ leave-n-out data, answer every test input with all views in one batched generate
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from runners.config import Config, ConfigError
@@ -114,8 +116,36 @@ def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
         LoraSettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, targets=cfg.lora.targets),
         seed=cfg.run.seed,
     )
-    generator = HFGenerator(slot, tokenizer, max_batch_size=cfg.infer.batch_size)
+    if cfg.infer.backend == "vllm":
+        from ttt.generate.vllm import VLLMGenerator
+        from ttt.models import resolve_model
+
+        generator: Any = VLLMGenerator(
+            resolve_model(cfg.model.spec, cfg.model.cache_dir),
+            tokenizer,
+            dtype=precision.name,  # the engine computes in the dtype the adapter was trained under
+            max_lora_rank=cfg.lora.rank,
+            max_model_len=cfg.infer.max_tokens + cfg.infer.max_new_tokens,
+            gpu_memory_utilization=cfg.infer.vllm_gpu_memory_utilization,
+            seed=cfg.run.seed,
+        )
+    else:
+        generator = HFGenerator(slot, tokenizer, max_batch_size=cfg.infer.batch_size)
     return model, tokenizer, slot, generator
+
+
+def _check_backend(cfg: Config) -> None:
+    import importlib.util
+
+    if not 0 < cfg.infer.vllm_gpu_memory_utilization <= 1:
+        raise ConfigError(
+            f"infer.vllm_gpu_memory_utilization must be in (0, 1], got {cfg.infer.vllm_gpu_memory_utilization}"
+        )
+    if cfg.infer.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "infer.backend=vllm: vLLM is not installed (it runs on CUDA GPUs only): "
+            "pip install -c constraints/gpu.txt '.[vllm]', or use infer.backend=hf"
+        )
 
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
@@ -125,6 +155,7 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
     except ValueError as exc:  # TaskError: unknown subset or id, wrong split, unreadable task file
         raise ConfigError(f"arc: {exc}") from None
     recipe_from_config(cfg)
+    _check_backend(cfg)
 
     def make_processor() -> ProcessFn:
         import torch
@@ -137,11 +168,20 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
 
         def process(task_id: str) -> Outcome:
             seed = unit_seed(cfg.run.seed, task_id)
-            outcome = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed)
-            result = outcome.to_dict()
-            if cfg.run.keep_adapters:
+            if cfg.infer.backend == "hf":  # generates from the adapter in memory; saves after, if asked
+                result = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed).to_dict()
+                if cfg.run.keep_adapters:
+                    with store.write_artifact(STAGE, task_id) as folder:
+                        slot.save(folder / "adapter")
+            elif cfg.run.keep_adapters:  # vLLM reads the adapter from disk: save it once, where it is kept
                 with store.write_artifact(STAGE, task_id) as folder:
-                    slot.save(folder / "adapter")
+                    result = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed, folder / "adapter")
+                    result = result.to_dict()
+            else:
+                with tempfile.TemporaryDirectory(prefix="seal-adapter-") as scratch:
+                    result = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed, Path(scratch) / "a")
+                    result = result.to_dict()
+            if cfg.run.keep_adapters:
                 result["adapter"] = f"artifacts/{STAGE}/{task_id}/adapter"
             return Outcome("ok", result)
 

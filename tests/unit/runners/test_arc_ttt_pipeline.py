@@ -4,7 +4,7 @@ chunks split the tasks, `run.keep_adapters=false` keeps nothing, and a task's vi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -97,3 +97,78 @@ def test_every_view_of_every_test_input_goes_out_in_one_generate_call(tmp_path: 
     outcome = run_task(subtasks, slot, tokenizer, generator, recipe_from_config(cfg), seed=3).to_dict()
     assert len(calls) == 1
     assert calls[0] == sum(test["n_outputs"] for test in outcome["tests"]) and calls[0] > 2
+
+
+class _FakeVllm:
+    """Stands in for vLLM, which cannot run on this CPU-only machine: it records what the pipeline asks of the
+    engine and answers every prompt with one grid. Each LoRA request must name a complete adapter folder."""
+
+    engines: ClassVar[list[dict[str, Any]]] = []
+    adapters_seen: ClassVar[list[str]] = []
+
+    class LLM:
+        def __init__(self, **kwargs: Any) -> None:
+            _FakeVllm.engines.append(kwargs)
+
+        def generate(self, prompts: list[dict], params: list[Any], lora_request: list[Any], use_tqdm: bool) -> list:
+            from types import SimpleNamespace
+
+            for lora in lora_request:
+                assert (Path(lora.path) / "adapter_model.safetensors").exists()
+                _FakeVllm.adapters_seen.append(lora.path)
+            completion = SimpleNamespace(index=0, text="[[1]]#", token_ids=[1, 2], finish_reason="stop", logprobs=None)
+            return [SimpleNamespace(outputs=[completion], prompt_token_ids=p["prompt_token_ids"]) for p in prompts]
+
+    class SamplingParams:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    class LoRARequest:
+        def __init__(self, name: str, lora_id: int, path: str) -> None:
+            self.name, self.lora_id, self.path = name, lora_id, path
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_vllm_backend_gets_its_settings_from_the_config_and_each_task_adapter_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    import sys
+    import types
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = _FakeVllm.LLM, _FakeVllm.SamplingParams  # type: ignore[attr-defined]
+    lora_module = types.ModuleType("vllm.lora.request")
+    lora_module.LoRARequest = _FakeVllm.LoRARequest  # type: ignore[attr-defined]
+    fake.__spec__ = types.SimpleNamespace(name="vllm")  # type: ignore[assignment]
+    for name, module in {
+        "vllm": fake,
+        "vllm.lora": types.ModuleType("vllm.lora"),
+        "vllm.lora.request": lora_module,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object() if name == "vllm" else None)
+    _FakeVllm.engines.clear()
+    _FakeVllm.adapters_seen.clear()
+
+    result = _run(tmp_path / "run", "--set", "infer.backend=vllm", "--set", f"run.keep_adapters={str(keep).lower()}",
+                  "--set", "lora.rank=12")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [engine] = _FakeVllm.engines
+    assert engine["enable_lora"] and engine["max_lora_rank"] == 16  # the smallest rank vLLM accepts >= 12
+    assert engine["dtype"] == "float32"  # the CPU profile's policy: the engine matches training's dtype
+    assert engine["max_model_len"] == 1024 + 16 and engine["gpu_memory_utilization"] == 0.45
+    records = RunStore.open(tmp_path / "run").records("ttt")
+    assert all(record.status == "ok" for record in records.values()) and len(records) == 2
+    assert len(set(_FakeVllm.adapters_seen)) == 2  # one adapter per task, each complete when asked for
+    kept = sorted((tmp_path / "run" / "artifacts").rglob("adapter_model.safetensors"))
+    assert len(kept) == (2 if keep else 0)
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here, so the backend is available")
+    result = _run(tmp_path / "run", "--set", "infer.backend=vllm")
+    assert result.exit_code == 1 and "vLLM is not installed" in result.output
+    assert not (tmp_path / "run" / "manifest.json").exists()
