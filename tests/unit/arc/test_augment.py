@@ -101,9 +101,10 @@ def test_size_repeat_and_reflect_transforms_have_the_documented_shapes(grid):
         "scale2x2": (2 * h, 2 * w), "scale2x1": (2 * h, w), "scale1x2": (h, 2 * w),
         "tile2x1": (2 * h, w), "tile1x2": (h, 2 * w), "tile2x2": (2 * h, 2 * w),
         "refl0first": (2 * h, w), "refl0last": (2 * h, w), "refl1first": (h, 2 * w), "refl1last": (h, 2 * w),
-        "rot90+scale2x2": (2 * w, 2 * h), "transpose+scale2x2": (2 * w, 2 * h),
-        "rot180+scale2x2": (2 * h, 2 * w),
+        "rot90+scale2x2": (2 * w, 2 * h), "rot270+scale2x2": (2 * w, 2 * h), "transpose+scale2x2": (2 * w, 2 * h),
+        "rot180+scale2x2": (2 * h, 2 * w), "flip0+scale2x2": (2 * h, 2 * w), "flip1+scale2x2": (2 * h, 2 * w),
     }  # fmt: skip
+    assert set(AUGMENTATION_GROUPS["chain"]) <= set(shapes)
     for key, shape in shapes.items():
         out = Augmentation.parse(key).apply_grid(grid)
         assert out.shape == shape, key
@@ -173,3 +174,14 @@ def test_task_augmentation_touches_every_grid_and_order_reorders_demos():
     assert back == task
     with pytest.raises(AugmentationError, match="reorders 3 demos but task t-0 has 2"):
         Augmentation.parse("order:0.1.2").apply_task(task)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 7).flatmap(lambda n: st.permutations(list(range(n)))))
+def test_demo_order_inverts_exactly_for_any_permutation(order):
+    task = make_task(*[([[i]], [[(i + 1) % 10]]) for i in range(len(order))], ([[9]], [[8]]))
+    key = "order:" + ".".join(map(str, order))
+    moved = Augmentation.parse(key).apply_task(task)
+    assert sorted(d.input.rows for d in moved.demos) == sorted(d.input.rows for d in task.demos)
+    assert (moved == task) == (list(order) == sorted(order))
+    assert Augmentation.parse(key).inverse().apply_task(moved) == task
