@@ -172,3 +172,15 @@ def test_vllm_backend_without_vllm_is_a_clear_error_before_any_work(tmp_path: Pa
     result = _run(tmp_path / "run", "--set", "infer.backend=vllm")
     assert result.exit_code == 1 and "vLLM is not installed" in result.output
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_seal_demo_runs_the_demo_experiment_and_prints_the_table_and_where_the_results_are(tmp_path: Path) -> None:
+    assert load_config("demo", "cpu").model.spec == "smollm2-135m"  # the real demo; here the tiny model stands in
+    args = ["demo", "--run-dir", str(tmp_path / "demo"), "--profile", "cpu", "--no-progress",
+            "--set", "model.spec=tiny", "--set", "ttt_data.nmax=4", "--set", "infer.max_new_tokens=8"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "| 66e6c45b |" in result.output and "| c7d4e6ad |" in result.output
+    assert str(tmp_path / "demo") in result.output and (tmp_path / "demo" / "report" / "arc_ttt.md").exists()
+    again = CliRunner().invoke(main, args)  # run again: nothing is redone, the table is shown
+    assert again.exit_code == 0 and "2 already recorded, processed 0" in again.output
