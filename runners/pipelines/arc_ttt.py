@@ -45,55 +45,26 @@ def recipe_from_config(cfg: Config) -> Any:
     from ttt.train import TrainSettings
 
     d, t, i = cfg.ttt_data, cfg.train, cfg.infer
-    data = _section(
-        "ttt_data",
-        lambda: TTTDataSettings(
-            leave_n=d.leave_n,
-            basic=d.basic,
-            size=d.size,
-            chain=d.chain,
-            repeat=d.repeat,
-            permute_n=d.permute_n,
-            nmax=d.nmax,
-            max_tokens=d.max_tokens,
-            grid_format=d.grid_format,
-            demo_placement=d.demo_placement,
-            keep_zero_color=d.keep_zero_color,
-            fixed_seed=d.fixed_seed,
-        ),
-    )
-    train = _section(
-        "train",
-        lambda: TrainSettings(
-            lr=t.learning_rate,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            grad_accum=t.grad_accum,
-            warmup_steps=t.warmup_steps,
-            lr_schedule=t.schedule,
-            max_steps_cap=t.max_steps_cap,
-            weight_decay=t.weight_decay,
-            grad_checkpointing=t.grad_checkpointing,
-            dtype=t.dtype,
-            max_len=t.max_len,
-        ),
-    )
-    views = _section(
-        "infer",
-        lambda: ViewSettings(  # the views must speak the format the adapter was trained on
-            leave_out=i.leave_out,
-            permutations_per_subset=i.permutations_per_subset,
-            transforms=i.transforms,
-            queries_per_transform=i.queries_per_transform,
-            max_tokens=i.max_tokens,
-            grid_format=d.grid_format,
-            demo_placement=d.demo_placement,
-            keep_zero_color=d.keep_zero_color,
-        ),
-    )
+    # fmt: off
+    data = _section("ttt_data", lambda: TTTDataSettings(
+        leave_n=d.leave_n, basic=d.basic, size=d.size, chain=d.chain, repeat=d.repeat,
+        permute_n=d.permute_n, nmax=d.nmax, max_tokens=d.max_tokens, grid_format=d.grid_format,
+        demo_placement=d.demo_placement, keep_zero_color=d.keep_zero_color, fixed_seed=d.fixed_seed,
+    ))
+    train = _section("train", lambda: TrainSettings(
+        lr=t.learning_rate, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
+        warmup_steps=t.warmup_steps, lr_schedule=t.schedule, max_steps_cap=t.max_steps_cap,
+        weight_decay=t.weight_decay, grad_checkpointing=t.grad_checkpointing, dtype=t.dtype, max_len=t.max_len,
+    ))
+    views = _section("infer", lambda: ViewSettings(  # the views must speak the format the adapter was trained on
+        leave_out=i.leave_out, permutations_per_subset=i.permutations_per_subset, transforms=i.transforms,
+        queries_per_transform=i.queries_per_transform, max_tokens=i.max_tokens, grid_format=d.grid_format,
+        demo_placement=d.demo_placement, keep_zero_color=d.keep_zero_color,
+    ))
     return _section("infer", lambda: TaskRecipe(
-        data=data, train=train, loss=t.loss, views=views, vote=i.vote, max_new_tokens=i.max_new_tokens
-    ))  # fmt: skip
+        data=data, train=train, loss=t.loss, views=views, vote=i.vote, max_new_tokens=i.max_new_tokens,
+    ))
+    # fmt: on
 
 
 def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
@@ -168,19 +139,18 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
 
         def process(task_id: str) -> Outcome:
             seed = unit_seed(cfg.run.seed, task_id)
+            subtasks = groups[task_id]
             if cfg.infer.backend == "hf":  # generates from the adapter in memory; saves after, if asked
-                result = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed).to_dict()
+                result = run_task(subtasks, slot, tokenizer, generator, recipe, seed).to_dict()
                 if cfg.run.keep_adapters:
                     with store.write_artifact(STAGE, task_id) as folder:
                         slot.save(folder / "adapter")
             elif cfg.run.keep_adapters:  # vLLM reads the adapter from disk: save it once, where it is kept
                 with store.write_artifact(STAGE, task_id) as folder:
-                    result = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed, folder / "adapter")
-                    result = result.to_dict()
+                    result = run_task(subtasks, slot, tokenizer, generator, recipe, seed, folder / "adapter").to_dict()
             else:
                 with tempfile.TemporaryDirectory(prefix="seal-adapter-") as scratch:
-                    result = run_task(groups[task_id], slot, tokenizer, generator, recipe, seed, Path(scratch) / "a")
-                    result = result.to_dict()
+                    result = run_task(subtasks, slot, tokenizer, generator, recipe, seed, Path(scratch) / "a").to_dict()
             if cfg.run.keep_adapters:
                 result["adapter"] = f"artifacts/{STAGE}/{task_id}/adapter"
             return Outcome("ok", result)
