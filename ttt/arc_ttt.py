@@ -32,6 +32,8 @@ class TaskRecipe:
     views: ViewSettings = field(default_factory=ViewSettings)
     vote: str = "hierarchical"
     max_new_tokens: int = 1024
+    # Decoding constrained to these characters (e.g. a grid's alphabet and the answer's end mark); None: free.
+    allowed_chars: str | None = None
 
 
 @dataclass
@@ -60,13 +62,21 @@ def run_task(
     recipe: TaskRecipe,
     seed: int,
     save_adapter_to: str | Path | None = None,
+    *,
+    view_seed: int | None = None,
+    train_on: ArcTask | None = None,
 ) -> TaskOutcome:
     """Adapt `slot` to the task whose test inputs are `subtasks` (all share the demos), then answer every test.
 
+    `seed` drives the TTT data and the training order; `view_seed` (default: `seed`) the inference views. The SEAL
+    loop gives every self-edit of a task the same `view_seed`, so their rewards differ because of the self-edit,
+    not because they were scored on other views.
+    `train_on`: build the training data from this task's demos instead (the wrong-task control).
     `save_adapter_to`: write the trained adapter to this folder and name it in the generation requests (what a
     generator outside this process, such as vLLM, needs); None generates from the adapter in memory."""
     if not subtasks:
         raise ValueError("run_task: no sub-tasks given")
+    view_seed = seed if view_seed is None else view_seed
     parent = subtasks[0].parent_id
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -76,7 +86,7 @@ def run_task(
 
     # 1. TTT data from the demos (identical for every test input of the task).
     t = time.perf_counter()
-    data = build_ttt_data(subtasks[0], recipe.data, seed=seed, count_tokens=measure)
+    data = build_ttt_data(train_on or subtasks[0], recipe.data, seed=seed, count_tokens=measure)
     examples = [encode_messages(tokenizer, messages, loss=recipe.loss) for messages in data.messages]  # type: ignore[arg-type]
     timings["data"] = time.perf_counter() - t
 
@@ -99,9 +109,11 @@ def run_task(
 
     # 4. Every view of every test input in one batched generate call.
     t = time.perf_counter()
-    views_per_test = [make_views(sub, recipe.views, seed=seed, count_tokens=measure) for sub in subtasks]
+    views_per_test = [make_views(sub, recipe.views, seed=view_seed, count_tokens=measure) for sub in subtasks]
     requests = [
-        GenerationRequest(view.messages, adapter=adapter, max_new_tokens=recipe.max_new_tokens)
+        GenerationRequest(
+            view.messages, adapter=adapter, max_new_tokens=recipe.max_new_tokens, allowed_chars=recipe.allowed_chars
+        )
         for views in views_per_test
         for view in views
     ]

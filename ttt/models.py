@@ -126,6 +126,13 @@ def _torch_dtype(dtype: Any) -> Any:
     return getattr(torch, name)
 
 
+def load_tokenizer(spec: str, *, cache_dir: str | Path | None = None) -> Any:
+    """The tokenizer of `spec` alone (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(spec, cache_dir))
+
+
 def load_model(
     spec: str, *, cache_dir: str | Path | None = None, dtype: Any = None, device: Any = None
 ) -> tuple[Any, Any]:

@@ -155,6 +155,12 @@ def grid_to_text(grid: Grid, fmt: GridFormat = "nested") -> str:
     raise ValueError(f"unknown grid format {fmt!r}; expected one of {', '.join(GRID_FORMATS)}")
 
 
+def grid_alphabet(fmt: GridFormat = "nested") -> str:
+    """Every character `grid_to_text` can write in format `fmt` (for decoding constrained to a grid)."""
+    extra = {"nested": "[], ", "numpy": "[] \n", "digits": "\n"}[check_format(fmt)]
+    return "0123456789" + extra
+
+
 def check_format(fmt: str) -> GridFormat:
     if fmt not in GRID_FORMATS:
         raise ValueError(f"unknown grid format {fmt!r}; expected one of {', '.join(GRID_FORMATS)}")

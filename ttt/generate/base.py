@@ -27,6 +27,9 @@ class GenerationRequest:
     n: int = 1
     seed: int = 0
     return_logprobs: bool = False
+    # Constrained decoding: only tokens whose text consists of these characters (and end-of-turn) may be generated,
+    # e.g. a grid's alphabet; None = unconstrained. Log-probabilities stay those of the unconstrained model.
+    allowed_chars: str | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -39,6 +42,8 @@ class GenerationRequest:
             raise ValueError(f"GenerationRequest: max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.n < 1:
             raise ValueError(f"GenerationRequest: n must be >= 1, got {self.n}")
+        if self.allowed_chars is not None and not self.allowed_chars:
+            raise ValueError("GenerationRequest: allowed_chars is empty (None means unconstrained)")
         if self.temperature == 0 and self.n > 1:
             raise ValueError("GenerationRequest: n > 1 with greedy decoding gives n identical samples; sample instead")
 

@@ -80,6 +80,7 @@ class HFGenerator:
         self.stop_ids = frozenset(stop)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else min(self.stop_ids)
+        self._allowed_masks: dict[str, torch.Tensor] = {}
 
     # ---- public
 
@@ -111,6 +112,22 @@ class HFGenerator:
         return [output for output in outputs if output is not None]
 
     # ---- internals
+
+    def _allowed_mask(self, chars: str, vocab_size: int, device: torch.device) -> torch.Tensor:
+        """True for every token id whose text uses only `chars`, and for the stop tokens (computed once)."""
+        key = "".join(sorted(set(chars)))
+        if key not in self._allowed_masks:
+            allowed = set(key)
+            mask = torch.zeros(vocab_size, dtype=torch.bool)
+            for token_id in range(min(vocab_size, len(self.tokenizer))):
+                text = self.tokenizer.decode([token_id])
+                if text and all(c in allowed for c in text):
+                    mask[token_id] = True
+            for token_id in self.stop_ids:
+                if token_id < vocab_size:
+                    mask[token_id] = True
+            self._allowed_masks[key] = mask
+        return self._allowed_masks[key].to(device)
 
     @contextmanager
     def _adapter(self, adapter: str | None) -> Iterator[None]:
@@ -184,6 +201,10 @@ class HFGenerator:
             for _ in range(max(row.request.max_new_tokens for row in rows)):
                 logits = output.logits[:, -1, :].float()
                 log_probs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+                for b, row in enumerate(rows):
+                    if row.request.allowed_chars is not None:
+                        mask = self._allowed_mask(row.request.allowed_chars, logits.shape[-1], logits.device)
+                        logits[b] = logits[b].masked_fill(~mask, float("-inf"))
                 greedy_choice = logits.argmax(dim=-1).tolist()
                 fed = []
                 for b, row in enumerate(rows):

@@ -59,6 +59,8 @@ def engine_kwargs(
 
 def sampling_kwargs(request: GenerationRequest, stop_token_ids: Sequence[int]) -> dict[str, Any]:
     """Keyword arguments for `vllm.SamplingParams(...)` for one request."""
+    if request.allowed_chars is not None:
+        raise ValueError("constrained decoding (allowed_chars) is implemented by the hf backend only")
     return {
         "n": request.n,
         "temperature": request.temperature,
