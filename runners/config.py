@@ -132,6 +132,51 @@ class SelftestConfig:
 
 
 @dataclass(frozen=True)
+class SealConfig:
+    """The SEAL outer loop (seal-reference §A3, §A7): sample self-edits, apply and reward each, clone the good ones."""
+
+    iterations: int = 1  # RL iterations; raising it on a finished run continues the run (not part of its identity)
+    evaluate_final: bool = True  # also sample and evaluate self-edits of the last iteration's model
+    self_edits: int = 5  # k per group (SEAL: 15 on the ARC training subset, 5 on evaluation)
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    max_attempts: int | None = None  # samples drawn per group at most; None: 3 x self_edits (SEAL: unbounded)
+    dedupe: bool = False  # a self-edit identical to an earlier one of its group is rejected as a duplicate
+    # A rejected self-edit: `reward0` records it as invalid with reward 0; `train_zero_epochs` is SEAL's rule
+    # (trained 0 epochs, i.e. scored like the base model).
+    invalid: Literal["reward0", "train_zero_epochs"] = "reward0"
+    # Behaviour-cloning data: every rewarded (group, k) (SEAL ARC), the best per group, or reward >= threshold.
+    select: Literal["rewarded", "top1", "threshold"] = "rewarded"
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class RestemConfig:
+    """Behaviour cloning on the selected self-edits (SEAL ARC §A7). dtype and checkpointing come from `train`."""
+
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(rank=16, alpha=16))
+    learning_rate: float = 5e-5
+    epochs: int = 8
+    batch_size: int = 5
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_len: int = 8192  # longer rows are dropped and counted
+    save_overhead: float = 0.10  # checkpoints are spaced so that saving costs at most this share of training
+    save_every_steps: int | None = None  # a fixed checkpoint interval instead (tests, benchmarks)
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    """Controls reported beside the self-edit conditions, on the same tasks (in-context raw is always there)."""
+
+    format_matched: bool = True  # in-context with the answer's grid opening prefilled
+    oracle: bool = True  # TTT with the fixed recipe of `train` / `ttt_data`
+    wrong_task: bool = True  # the oracle recipe trained on another task's demos
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     keep_adapters: bool = False
@@ -150,6 +195,9 @@ class Config:
     ttt_data: TttDataConfig = field(default_factory=TttDataConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
+    seal: SealConfig = field(default_factory=SealConfig)
+    restem: RestemConfig = field(default_factory=RestemConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
