@@ -30,7 +30,7 @@ def _private_model_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 
 
 def _run(run_dir: Path, *extra: str) -> Any:
-    return CliRunner().invoke(main, ["ttt", "run", "demo", "--run-dir", str(run_dir), *SMALL, *extra])
+    return CliRunner().invoke(main, ["ttt", "run", "demo_ttt", "--run-dir", str(run_dir), *SMALL, *extra])
 
 
 @pytest.mark.parametrize(
@@ -56,9 +56,9 @@ def test_what_the_loop_would_reject_stops_the_command_before_the_run_records_its
 
 
 def test_split_both_reaches_training_and_evaluation_tasks() -> None:
-    cfg = load_config("demo", "cpu", ["arc.split=both", "arc.task_ids=[007bbfb7, 66e6c45b]"])
+    cfg = load_config("demo_ttt", "cpu", ["arc.split=both", "arc.task_ids=[007bbfb7, 66e6c45b]"])
     with pytest.raises(ConfigError, match="arc: .*007bbfb7.*'both'"):
-        stages(load_config("demo", "cpu", ["arc.task_ids=[007bbfb7]"]), None)  # type: ignore[arg-type]
+        stages(load_config("demo_ttt", "cpu", ["arc.task_ids=[007bbfb7]"]), None)  # type: ignore[arg-type]
     assert [spec.units for spec in stages(cfg, None)] == [["007bbfb7", "66e6c45b"]]  # type: ignore[arg-type]
 
 
@@ -81,7 +81,7 @@ def test_every_view_of_every_test_input_goes_out_in_one_generate_call(tmp_path: 
     from runners.pipelines.arc_ttt import _tasks, load_worker_model
     from ttt.arc_ttt import run_task
 
-    cfg = load_config("demo", "cpu", ["model.spec=tiny", "arc.task_ids=[e345f17b]", "ttt_data.nmax=4",
+    cfg = load_config("demo_ttt", "cpu", ["model.spec=tiny", "arc.task_ids=[e345f17b]", "ttt_data.nmax=4",
                                       "infer.max_new_tokens=8"])  # fmt: skip
     [subtasks] = _tasks(cfg).values()
     assert len(subtasks) == 2  # e345f17b has two test inputs
@@ -97,6 +97,32 @@ def test_every_view_of_every_test_input_goes_out_in_one_generate_call(tmp_path: 
     outcome = run_task(subtasks, slot, tokenizer, generator, recipe_from_config(cfg), seed=3).to_dict()
     assert len(calls) == 1
     assert calls[0] == sum(test["n_outputs"] for test in outcome["tests"]) and calls[0] > 2
+
+
+def test_view_seed_fixes_the_views_and_train_on_takes_another_tasks_demos(tmp_path: Path) -> None:
+    """What the SEAL loop relies on: all self-edits of a task are scored on the same views (view_seed), each trains
+    from its own seed; the wrong-task control trains on another task's data."""
+    from runners.pipelines.arc_ttt import _tasks, load_worker_model
+    from ttt.arc_ttt import run_task
+
+    cfg = load_config("demo_ttt", "cpu", ["model.spec=tiny", "arc.task_ids=[66e6c45b, c7d4e6ad]", "ttt_data.nmax=4",
+                                      "infer.max_new_tokens=4", "infer.permutations_per_subset=2"])  # fmt: skip
+    tasks = _tasks(cfg)
+    _, tokenizer, slot, generator = load_worker_model(cfg)
+    recipe = recipe_from_config(cfg)
+
+    def views(outcome: Any) -> list[str]:
+        return [o["view"] for o in outcome.outputs]
+
+    a = run_task(tasks["66e6c45b"], slot, tokenizer, generator, recipe, seed=1, view_seed=9)
+    b = run_task(tasks["66e6c45b"], slot, tokenizer, generator, recipe, seed=2, view_seed=9)
+    c = run_task(tasks["66e6c45b"], slot, tokenizer, generator, recipe, seed=1, view_seed=10)
+    assert views(a) == views(b) and a.train["loss_first"] != b.train["loss_first"]
+    assert views(a) != views(c)
+    wrong = run_task(tasks["66e6c45b"], slot, tokenizer, generator, recipe, seed=1, view_seed=9,
+                     train_on=tasks["c7d4e6ad"][0])  # fmt: skip
+    assert views(wrong) == views(a) and wrong.train["loss_first"] != a.train["loss_first"]
+    assert wrong.record["task_id"] == "66e6c45b"
 
 
 class _FakeVllm:
@@ -174,9 +200,9 @@ def test_vllm_backend_without_vllm_is_a_clear_error_before_any_work(tmp_path: Pa
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 
-def test_seal_demo_runs_the_demo_experiment_and_prints_the_table_and_where_the_results_are(tmp_path: Path) -> None:
-    assert load_config("demo", "cpu").model.spec == "smollm2-135m"  # the real demo; here the tiny model stands in
-    args = ["demo", "--run-dir", str(tmp_path / "demo"), "--profile", "cpu", "--no-progress",
+def test_seal_demo_ttt_runs_the_oracle_demo_and_prints_the_table_and_where_the_results_are(tmp_path: Path) -> None:
+    assert load_config("demo_ttt", "cpu").model.spec == "smollm2-135m"  # the real demo; here the tiny model stands in
+    args = ["demo", "ttt", "--run-dir", str(tmp_path / "demo"), "--profile", "cpu", "--no-progress",
             "--set", "model.spec=tiny", "--set", "ttt_data.nmax=4", "--set", "infer.max_new_tokens=8"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

@@ -134,3 +134,22 @@ def test_stop_ids_and_requests_validation(tiny: tuple) -> None:
         _request("x", n=2)
     with pytest.raises(ValueError, match="top_p"):
         _request("x", temperature=1.0, top_p=0.0)
+
+
+def test_constrained_decoding_emits_only_the_allowed_characters(tiny: tuple) -> None:
+    model, tokenizer = tiny
+    generator = HFGenerator(model, tokenizer)
+    alphabet = "0123456789[], #"
+    free, *constrained = generator.generate(
+        [
+            _request(PROMPTS[2], max_new_tokens=16),
+            *(_request(p, allowed_chars=alphabet, max_new_tokens=16) for p in PROMPTS),
+        ]
+    )
+    assert any(c not in alphabet for c in free.text)  # the random model writes other characters when it may
+    for output in constrained:
+        assert output.text and all(c in alphabet for c in output.text), output.text
+    sampled = generator.generate([_request(PROMPTS[0], allowed_chars="01", temperature=1.0, n=2, seed=1)])[0]
+    assert all(set(text) <= {"0", "1"} for text in sampled.texts)
+    with pytest.raises(ValueError, match="allowed_chars is empty"):
+        _request(PROMPTS[0], allowed_chars="")
