@@ -35,7 +35,9 @@ def main() -> None:
     from runners.store import RunStore
 
     cfg = load_config(
-        "demo", "cpu", [f"model.spec={args.model}", f"arc.task_ids=[{', '.join(args.tasks)}]", "run.keep_adapters=true"]
+        "demo_ttt",
+        "cpu",
+        [f"model.spec={args.model}", f"arc.task_ids=[{', '.join(args.tasks)}]", "run.keep_adapters=true"],
     )
     with tempfile.TemporaryDirectory(prefix="seal-bench-overhead-") as tmp:
         store = RunStore.open(tmp)

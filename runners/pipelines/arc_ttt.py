@@ -67,8 +67,10 @@ def recipe_from_config(cfg: Config) -> Any:
     # fmt: on
 
 
-def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
-    """Model, tokenizer, adapter slot and generator for one worker, placed and typed per the profile."""
+def load_worker_model(cfg: Config, model: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """Model, tokenizer, adapter slot and generator for one worker, placed and typed per the profile.
+
+    `model`: a model folder or spec to load instead of `model.spec` (the SEAL loop's merged models)."""
     import torch
 
     from ttt.generate.hf import HFGenerator
@@ -79,9 +81,8 @@ def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(cfg.train.dtype, device)
     # Base weights in the compute dtype; LoRA weights stay fp32 under fp16 loss scaling (train() sees to it).
-    model, tokenizer = load_model(
-        cfg.model.spec, cache_dir=cfg.model.cache_dir, dtype=precision.autocast_dtype, device=device
-    )
+    spec = model or cfg.model.spec
+    model, tokenizer = load_model(spec, cache_dir=cfg.model.cache_dir, dtype=precision.autocast_dtype, device=device)
     slot = AdapterSlot(
         model,
         LoraSettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, targets=cfg.lora.targets),
@@ -92,7 +93,7 @@ def load_worker_model(cfg: Config) -> tuple[Any, Any, Any, Any]:
         from ttt.models import resolve_model
 
         generator: Any = VLLMGenerator(
-            resolve_model(cfg.model.spec, cfg.model.cache_dir),
+            resolve_model(spec, cfg.model.cache_dir),
             tokenizer,
             dtype=precision.name,  # the engine computes in the dtype the adapter was trained under
             max_lora_rank=cfg.lora.rank,

@@ -24,7 +24,7 @@ VOLATILE = {"timings", "train"}  # wall-clock figures differ between runs; every
 
 
 def _cmd(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "runners.cli", "ttt", "run", "demo", "--run-dir", str(run_dir), *ARGS]
+    return [sys.executable, "-m", "runners.cli", "ttt", "run", "demo_ttt", "--run-dir", str(run_dir), *ARGS]
 
 
 def _results(run_dir: Path) -> dict[str, dict]:
