@@ -2,7 +2,8 @@
 
 Selection order: `--only` filters the stage's canonical unit order, `--limit N` keeps the first N of that, and
 `--chunk k/n` deals the rest round-robin, so chunks are disjoint, cover everything, are balanced and are the same in
-every process that sees the same unit list.
+every process that sees the same unit list. A stage may group its units (a task's several units): then all three
+act on groups.
 
 Claims: `claims/<stage>/<unit>.lock` is created with O_EXCL by the worker that processes the unit. The holder
 refreshes the file's mtime (a heartbeat) while it works. A claim is stale when its holder is a dead process on this
@@ -18,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,24 +53,51 @@ def select_units(
     only: Sequence[str] = (),
     limit: int | None = None,
     chunk: Chunk | None = None,
+    group: Callable[[str], str] | None = None,
+    strict: bool = True,
 ) -> list[str]:
-    """Apply --only, --limit and --chunk to the stage's canonical unit order."""
-    selected = list(unit_ids)
+    """Apply --only, --limit and --chunk to the stage's canonical unit order.
+
+    All three act on groups (`group(unit)`, e.g. "task.k3" -> "task"; without it each unit is its own group), so the
+    units of one group are never split between chunks. The result keeps the canonical unit order. `strict`: an
+    --only name that is not a group here is an error; otherwise it simply selects nothing (a pipeline checks the
+    names against all of its stages, see `check_only`)."""
+    units = list(unit_ids)
+    key = group or (lambda u: u)
+    names = list(dict.fromkeys(key(u) for u in units))
     if only:
-        known = set(selected)
-        unknown = [u for u in only if u not in known]
-        if unknown:
-            sample = ", ".join(selected[:5]) + (" …" if len(selected) > 5 else "")
+        known = set(names)
+        unknown = [g for g in only if g not in known]
+        if unknown and strict:
+            sample = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
             raise SelectionError(f"--only: unknown unit id(s) {', '.join(unknown)}; units look like: {sample}")
         wanted = set(only)
-        selected = [u for u in selected if u in wanted]
+        names = [g for g in names if g in wanted]
     if limit is not None:
         if limit < 0:
             raise SelectionError(f"--limit {limit}: must be ≥ 0")
-        selected = selected[:limit]
+        names = names[:limit]
     if chunk is not None:
-        selected = selected[chunk.index - 1 :: chunk.count]
-    return selected
+        names = names[chunk.index - 1 :: chunk.count]
+    if group is None:
+        return names
+    keep = set(names)
+    return [u for u in units if key(u) in keep]
+
+
+def check_only(only: Sequence[str], groups_by_stage: dict[str, set[str] | None]) -> None:
+    """--only names must each be a group of some stage. `None` marks a stage whose units are not known yet (computed
+    when it starts): until every stage is known a name may still match, so nothing is raised."""
+    if not only or any(groups is None for groups in groups_by_stage.values()):
+        return
+    known = set().union(*groups_by_stage.values()) if groups_by_stage else set()
+    unknown = [g for g in only if g not in known]
+    if unknown:
+        sample = ", ".join(sorted(known)[:5]) + (" …" if len(known) > 5 else "")
+        stages = ", ".join(groups_by_stage) or "(none)"
+        raise SelectionError(
+            f"--only: unknown unit id(s) {', '.join(unknown)} in every stage ({stages}); units look like: {sample}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

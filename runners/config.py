@@ -297,7 +297,13 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def build_config(data: dict[str, Any]) -> Config:
-    return _build(Config, data, prefix="")
+    return build_dataclass(Config, data)
+
+
+def build_dataclass(cls: type, data: dict[str, Any], base: Any = None) -> Any:
+    """Validate `data` into the frozen dataclass `cls`, on top of `base` (an instance) when given. Nested sections
+    start from the parent field's default, not the section class's own defaults."""
+    return _build(cls, data, prefix="", base=base)
 
 
 def _deep_merge(into: dict[str, Any], layer: dict[str, Any], source: str) -> None:
@@ -331,7 +337,15 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _build(cls: type, data: Any, prefix: str, base: Any = None) -> Any:
     where = prefix.rstrip(".") or "the config"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r} ({type(data).__name__})")
@@ -349,8 +363,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for name in fields:
         if name not in data:
             continue
-        kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
-    return cls(**kwargs)
+        tp = hints[name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            # A section set only in part keeps the rest of its parent's default (e.g. a default_factory that
+            # builds the section with non-class defaults), not the section class's own defaults.
+            parent = getattr(base, name) if base is not None else _field_default(fields[name])
+            kwargs[name] = _build(tp, data[name], f"{prefix}{name}.", base=parent if isinstance(parent, tp) else None)
+        else:
+            kwargs[name] = _coerce(tp, data[name], f"{prefix}{name}")
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -435,6 +456,77 @@ def canonical_json(cfg: Config) -> str:
 def config_hash(cfg: Config) -> str:
     """sha256 of the canonical JSON, shortened; equal configs hash equal whatever the YAML layout was."""
     return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run identity: what of the config makes a run what it is
+# ---------------------------------------------------------------------------------------------------------------
+
+# Keys that never change a run's results; a pipeline without CONFIG_SECTIONS is identified by all the others.
+_NOT_IDENTITY = ("experiment", "profile")
+
+
+def _identity(full: dict[str, Any], sections: typing.Sequence[str] | None, exclude: typing.Sequence[str]) -> dict:
+    keep = list(sections) if sections is not None else [k for k in full if k not in _NOT_IDENTITY]
+    out: dict[str, Any] = {"pipeline": full.get("pipeline")}
+    for key in keep:
+        if key in full:
+            out[key] = json.loads(json.dumps(full[key]))  # a deep copy of plain data
+    for dotted in exclude:
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def config_identity(cfg: Any, sections: typing.Sequence[str] | None = None, exclude: typing.Sequence[str] = ()) -> dict:
+    """The pipeline name and the top-level sections the pipeline reads, less `exclude` (dotted keys that do not
+    change a run, e.g. an iteration count that a finished run may be continued to). `sections=None`: every
+    section."""
+    return _identity(_to_plain(cfg), sections, exclude)
+
+
+def identity_hash(cfg: Any, sections: typing.Sequence[str] | None = None, exclude: typing.Sequence[str] = ()) -> str:
+    """The run's hash: sha256 of the canonical JSON of `config_identity`, shortened."""
+    text = json.dumps(config_identity(cfg, sections, exclude), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity_changes(
+    stored: dict[str, Any],
+    cfg: Any,
+    sections: typing.Sequence[str] | None = None,
+    exclude: typing.Sequence[str] = (),
+) -> list[str]:
+    """The differences that refuse a resume: `stored` (a manifest's config) against `cfg`, restricted to the
+    identity. A key the stored config lacks counts only if its new value differs from the schema default, so a
+    schema that grows never invalidates an existing run; a key the schema dropped is no longer read."""
+    old = _identity(stored, sections, exclude)
+    new = config_identity(cfg, sections, exclude)
+    defaults = config_identity(type(cfg)(), sections, exclude)
+    return _identity_diff(old, new, defaults, "")
+
+
+def _identity_diff(old: dict[str, Any], new: dict[str, Any], defaults: Any, prefix: str) -> list[str]:
+    lines: list[str] = []
+    for key in sorted(new):
+        dotted, b = f"{prefix}{key}", new[key]
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if key not in old:
+            if isinstance(b, dict):
+                lines.extend(_identity_diff({}, b, default, dotted + "."))
+            elif b != default:
+                lines.append(f"{dotted}: <absent> → {json.dumps(b)}")
+            continue
+        a = old[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines.extend(_identity_diff(a, b, default, dotted + "."))
+        elif a != b:
+            lines.append(f"{dotted}: {json.dumps(a)} → {json.dumps(b)}")
+    return lines
 
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

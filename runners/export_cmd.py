@@ -38,8 +38,9 @@ def export(run_dir: str, out: str | None) -> None:
         "code": manifest.get("code"),
         "model": cfg.model.spec,
     }
-    for item in items:
-        item["provenance"] = {**item["provenance"], "run_id": store.root.name, "config_hash": manifest["config_hash"]}
+    for item in items:  # each unit keeps the hash it was produced under; older journal lines had none
+        unit_hash = item["provenance"].get("config_hash") or manifest["config_hash"]
+        item["provenance"] = {**item["provenance"], "run_id": store.root.name, "config_hash": unit_hash}
     target = Path(out) if out else store.root / "export" / "bundle.jsonl"
     try:
         write_bundle(target, items, provenance)

@@ -11,7 +11,12 @@ import click
 
 from runners.chunks import Chunk, SelectionError
 from runners.config import ConfigError, load_config
+from runners.names import InvalidNameError
 from runners.store import RunStoreError
+
+# Exit status of a run that stopped at a barrier: nothing failed; a stage needs units that other chunks or workers
+# have not recorded yet. 75 is EX_TEMPFAIL ("try again later") in sysexits.h.
+EXIT_WAITING = 75
 
 
 class UserError(click.ClickException):
@@ -89,7 +94,10 @@ def execute_run(
     allow_config_change: bool,
     progress: bool,
 ) -> Path:
-    """Load the config, open (or resume) the run directory and run the pipeline's stages for this worker."""
+    """Load the config, open (or resume) the run directory and run the pipeline's stages for this worker.
+
+    Exits with EXIT_WAITING (after one line saying what for) when a stage waits for units not recorded yet."""
+    from runners.config import identity_changes, identity_hash
     from runners.pipelines import get_pipeline
     from runners.platform import default_runs_root
     from runners.stage import Selection, run_pipeline
@@ -106,32 +114,48 @@ def execute_run(
     except (SelectionError, ValueError) as exc:
         raise UserError(str(exc)) from None
     location = run_dir or str(default_runs_root() / cfg.experiment)
-    store = RunStore.open(location)
-    _setup_logging(store.logs_dir() / f"worker-{os.getpid()}.log")
+    store = RunStore.open(location)  # creates nothing yet: a refused command leaves no run directory behind
+    _setup_logging(None)
+    sections = getattr(pipeline, "CONFIG_SECTIONS", None)
+    exclude = getattr(pipeline, "CONFIG_EXCLUDE", ())
     try:
         # Before the manifest is written: a config that cannot run must not become the run's recorded config.
         stages = pipeline.stages(cfg, store)
-    except ConfigError as exc:
+        data = pipeline.data_identity(cfg) if hasattr(pipeline, "data_identity") else None
+    except (ConfigError, InvalidNameError) as exc:
         store.close()
         raise UserError(str(exc)) from None
+    run_hash = identity_hash(cfg, sections, exclude)
     try:
         store.start(
             cfg.to_dict(),
-            cfg.hash(),
+            run_hash,
             allow_config_change=allow_config_change,
             session={"chunk": chunk, "only": list(selection.only), "limit": limit, "profile": cfg.profile},
+            data_identity=data,
+            config_changes=lambda stored: identity_changes(stored, cfg, sections, exclude),
         )
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"run directory: {store.root}  (config {cfg.hash()}, profile {cfg.profile})", err=True)
+    _setup_logging(store.logs_dir() / f"worker-{os.getpid()}.log")
+    click.echo(f"run directory: {store.root}  (config {run_hash}, profile {cfg.profile})", err=True)
     try:
-        summaries = run_pipeline(store, stages, selection, claim_timeout_s=cfg.run.claim_timeout_s, progress=progress)
-    except SelectionError as exc:
+        summaries = run_pipeline(
+            store,
+            stages,
+            selection,
+            claim_timeout_s=cfg.run.claim_timeout_s,
+            progress=progress,
+            config_hash=run_hash,
+        )
+    except (SelectionError, InvalidNameError) as exc:
         raise UserError(str(exc)) from None
     finally:
         store.sync()
         store.close()
     for s in summaries:
+        if s.waiting is not None:
+            continue
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "nothing new"
         click.echo(
             f"stage {s.stage}: {s.selected} selected, {s.already_done} already recorded, processed {s.processed} "
@@ -143,4 +167,8 @@ def execute_run(
     errors = sum(s.by_status.get("error", 0) for s in summaries)
     if errors:
         raise UserError(f"{errors} unit(s) failed with errors (see {store.root}/logs); run again to retry them")
+    waiting = next((s.waiting for s in summaries if s.waiting is not None), None)
+    if waiting is not None:
+        click.echo(waiting.message(), err=True)
+        raise click.exceptions.Exit(EXIT_WAITING)
     return store.root

@@ -1,7 +1,9 @@
-"""Run one stage: pick this worker's units, skip what is journaled, claim, process, record, show progress.
+"""Run one stage: pick this worker's units, skip what is journaled, claim, process, record, show progress; and a
+pipeline of stages in order, each behind its barrier (`runners/barrier.py`).
 
 A stage's per-worker setup (loading a model, say) happens lazily on the first unit that really needs processing,
-so re-running a finished stage costs a journal scan and nothing else.
+so re-running a finished stage costs a journal scan and nothing else. The processor is closed when the stage ends,
+so one stage's model leaves memory before the next stage loads its own.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runners.chunks import Chunk, ClaimBoard, select_units, worker_identity
-from runners.store import RunStore, Status, UnitRecord
+from runners.barrier import Waiting, check_barrier, check_needs
+from runners.chunks import Chunk, ClaimBoard, check_only, select_units, worker_identity
+from runners.names import check_stage_name, check_unit_ids
+from runners.store import DONE_STATUSES, RunStore, Status, UnitRecord
+from runners.units import read_frozen_units, resolve_units
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +33,32 @@ class Outcome:
     status: Status
     result: Any = None
     reason: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run root
 
 
-ProcessFn = Callable[[str], Outcome]
+ProcessFn = Callable[[str], Outcome]  # may have a `close()`: called when the stage ends
 
 
 @dataclass
 class StageSpec:
+    """One stage. `units`: the ids, or a function computing them when the stage starts (after its barrier), frozen
+    to `stages/<name>/units.json`. `needs`: stages whose every unit must be recorded first. `single`: a stage of
+    one unit (select, SFT, merge) that --chunk/--only/--limit never split or skip. `group`: unit id -> group id;
+    --only/--limit/--chunk act on groups."""
+
     name: str
-    units: list[str]
+    units: list[str] | Callable[[], list[str]]
     make_processor: Callable[[], ProcessFn]  # called once per worker, only if some unit must be processed
+    needs: tuple[str, ...] = ()
+    single: bool = False
+    group: Callable[[str], str] | None = None
+
+    def __post_init__(self) -> None:
+        check_stage_name(self.name)
+        for need in self.needs:
+            check_stage_name(need)
+        if not callable(self.units):
+            self.units = check_unit_ids(self.name, self.units)
 
 
 @dataclass(frozen=True)
@@ -55,10 +76,11 @@ class StageSummary:
     processed: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     held_elsewhere: list[str] = field(default_factory=list)
+    waiting: Waiting | None = None  # the stage did not start: a stage it needs is not fully recorded
 
     @property
     def complete(self) -> bool:
-        return not self.held_elsewhere and self.by_status.get("error", 0) == 0
+        return self.waiting is None and not self.held_elsewhere and self.by_status.get("error", 0) == 0
 
 
 def unit_seed(run_seed: int, unit_id: str) -> int:
@@ -74,16 +96,19 @@ def run_stage(
     claim_timeout_s: float = 900.0,
     progress: bool = True,
     worker: dict[str, object] | None = None,
+    config_hash: str | None = None,
 ) -> StageSummary:
+    """Process this worker's selection of a stage whose barrier is met (run_pipeline checks it)."""
     worker = worker or worker_identity()
     worker_name = f"{worker['host']}:{worker['pid']}:{worker['id']}"
     journal = store.journal(spec.name)
-    selected = select_units(spec.units, only=selection.only, limit=selection.limit, chunk=selection.chunk)
+    selected = _select(spec, resolve_units(store, spec), selection)
     done = journal.done_units()
     todo = [u for u in selected if u not in done]
     summary = StageSummary(stage=spec.name, selected=len(selected), already_done=len(selected) - len(todo))
     board = ClaimBoard(store.claims_dir(spec.name), claim_timeout_s, worker)
     board.sweep(done)
+    store.sweep_work(spec.name, done)
     if not todo:
         log.info("stage %s: all %d selected units already recorded", spec.name, len(selected))
         return summary
@@ -105,8 +130,10 @@ def run_stage(
                         continue
                     if processor is None:
                         processor = spec.make_processor()
-                    record = _process_one(processor, unit, worker_name)
+                    record = _process_one(processor, unit, worker_name, config_hash)
                     journal.append(record)
+                    if record.status in DONE_STATUSES:  # after an `error` the folder stays for the retry
+                        store.remove_work_dir(spec.name, unit)
                     summary.processed += 1
                     summary.by_status[record.status] = summary.by_status.get(record.status, 0) + 1
                     store.sync()
@@ -123,12 +150,26 @@ def run_stage(
         board.close()
         if bar is not None:
             bar.close()
+        close = getattr(processor, "close", None)
+        if callable(close):
+            close()
     if summary.held_elsewhere:
         log.info("stage %s: %d units are being processed by other workers", spec.name, len(summary.held_elsewhere))
     return summary
 
 
-def _process_one(processor: ProcessFn, unit: str, worker_name: str) -> UnitRecord:
+def _select(spec: StageSpec, units: list[str], selection: Selection) -> list[str]:
+    if spec.single:
+        return units  # any worker takes a single-unit stage (through its claim), whatever its selection
+    chunk, only, limit = selection.chunk, selection.only, selection.limit
+    return select_units(units, only=only, limit=limit, chunk=chunk, group=spec.group, strict=False)
+
+
+def _groups(spec: StageSpec, units: list[str]) -> set[str]:
+    return {spec.group(u) for u in units} if spec.group else set(units)
+
+
+def _process_one(processor: ProcessFn, unit: str, worker_name: str, config_hash: str | None) -> UnitRecord:
     start = time.perf_counter()
     try:
         outcome = processor(unit)
@@ -143,6 +184,8 @@ def _process_one(processor: ProcessFn, unit: str, worker_name: str) -> UnitRecor
         result=outcome.result,
         seconds=time.perf_counter() - start,
         worker=worker_name,
+        artifacts=dict(outcome.artifacts),
+        config_hash=config_hash,
     )
 
 
@@ -161,12 +204,46 @@ def run_pipeline(
     *,
     claim_timeout_s: float,
     progress: bool,
+    config_hash: str | None = None,
 ) -> list[StageSummary]:
-    summaries = []
+    """Run the stages in order. The pipeline stops at the first stage that is incomplete for this worker (errors,
+    units held by other workers) or whose barrier is not met (its summary then carries `waiting`)."""
+    stages = list(stages)
+    check_needs(stages)
+    specs = {spec.name: spec for spec in stages}
+    # --only names are checked against every stage whose units are known (static or frozen), see check_only.
+    groups: dict[str, set[str] | None] = {}
+    for spec in stages:
+        if not spec.single:
+            known = spec.units if not callable(spec.units) else read_frozen_units(store, spec.name)
+            groups[spec.name] = _groups(spec, known) if known is not None else None
+    check_only(selection.only, groups)
+    units: dict[str, list[str]] = {}
+    summaries: list[StageSummary] = []
     worker = worker_identity()
     for spec in stages:
-        summary = run_stage(store, spec, selection, claim_timeout_s=claim_timeout_s, progress=progress, worker=worker)
+        previous = summaries[-1] if summaries else None
+        if previous is not None and previous.by_status.get("error", 0):
+            break  # retry the errors first
+        waiting = check_barrier(store, spec, specs, units, selection)
+        if waiting is not None:
+            log.info("%s", waiting.message())
+            summaries.append(StageSummary(stage=spec.name, selected=0, already_done=0, waiting=waiting))
+            break
+        if previous is not None and not previous.complete:
+            break  # units held by other workers: this worker has nothing more to do now
+        units[spec.name] = resolve_units(store, spec)
+        if not spec.single:
+            groups[spec.name] = _groups(spec, units[spec.name])
+            check_only(selection.only, groups)
+        summary = run_stage(
+            store,
+            spec,
+            selection,
+            claim_timeout_s=claim_timeout_s,
+            progress=progress,
+            worker=worker,
+            config_hash=config_hash,
+        )
         summaries.append(summary)
-        if not summary.complete:
-            break  # later stages need this one's results
     return summaries

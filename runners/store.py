@@ -5,11 +5,17 @@ Layout (see the architecture page):
     sessions.jsonl                   one line per invocation (worker, chunk, command line, config hash)
     stages/<stage>/journal*.jsonl    one JSON line per finished unit; appended, flushed and fsynced
     artifacts/<stage>/<unit>/        written under a temporary name, renamed into place
+    work/<stage>/<unit>/             a unit's scratch (trainer checkpoints): kept across crashes and `error`
+                                     records so a retry resumes from it, removed once the unit is recorded
     claims/<stage>/<unit>.lock       held by the worker processing a unit (see runners/chunks.py)
     logs/                            one log file per worker
 
 A unit counts as done once its journal line is on disk. Journals of chunks run elsewhere (`journal-*.jsonl`
-copied into the stage folder) merge by unit id: the last line read for a unit wins.
+copied into the stage folder) merge by unit id: a recorded `ok`/`invalid` never reverts to an `error` line (from
+any file, in any order); between two recorded lines the later one by its `t` wins; otherwise the last line read.
+
+The run directory itself is created by the first write (the manifest), so a command refused during validation
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +54,9 @@ class UnitRecord:
     seconds: float
     worker: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run root
+    config_hash: str | None = None  # the config identity the unit was produced under
+    t: float = 0.0  # when the line was written (seconds since the epoch); 0 for lines without one
 
 
 def fsync_dir(path: Path) -> None:
@@ -80,6 +89,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 # cannot end with the marker, so a resume scan can trust a line from its two ends without parsing the middle.
 _LINE_HEAD = re.compile(rb'^\{"unit":("(?:[^"\\]|\\.)*"),"status":"(ok|invalid|error)",')
 _LINE_END = b',"end":true}'
+_LINE_T = re.compile(rb',"t":(-?[0-9.eE+-]+)[,}]')
 
 
 class Journal:
@@ -98,6 +108,17 @@ class Journal:
         self._read_offsets: dict[Path, int] = {}
         self._status: dict[str, str] = {}
         self._raw: dict[str, bytes | UnitRecord] = {}
+
+    def _merge(self, unit: str, status: str, raw: bytes | UnitRecord) -> None:
+        """Take a line for `unit` unless it would undo a recorded result (see the module docstring)."""
+        old = self._status.get(unit)
+        if old in DONE_STATUSES:
+            if status not in DONE_STATUSES:
+                return  # an `error` never reverts a recorded unit, whichever file or order it came from
+            if _line_time(self._raw[unit]) > _line_time(raw):
+                return
+        self._status[unit] = status
+        self._raw[unit] = raw
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _open(self) -> int:
@@ -126,7 +147,9 @@ class Journal:
             "reason": record.reason,
             "seconds": round(record.seconds, 6),
             "worker": record.worker,
-            "t": round(time.time(), 3),
+            "t": record.t,
+            "config_hash": record.config_hash,
+            "artifacts": record.artifacts,
             "result": record.result,
             **record.extra,
             "end": True,
@@ -134,14 +157,15 @@ class Journal:
         return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
     def append(self, record: UnitRecord) -> None:
+        if not record.t:
+            record = replace(record, t=round(time.time(), 3))
         data = self.encode(record)
         fd = self._open()
         written = os.write(fd, data)
         if written != len(data):  # a short write on a full disk: fail loudly, the unit is not done
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes); is the disk full?")
         os.fsync(fd)
-        self._status[record.unit] = record.status
-        self._raw[record.unit] = record
+        self._merge(record.unit, record.status, record)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -169,8 +193,7 @@ class Journal:
             if head and raw.endswith(_LINE_END):
                 unit_text = head.group(1)
                 unit = unit_text[1:-1].decode() if b"\\" not in unit_text else json.loads(unit_text)
-                self._status[unit] = head.group(2).decode()
-                self._raw[unit] = raw
+                self._merge(unit, head.group(2).decode(), raw)
                 continue
             if not raw.strip():
                 continue
@@ -178,8 +201,7 @@ class Journal:
             if record is None:
                 log.warning("%s: skipping an unreadable line (torn by a crash?): %.80r", path, raw)
                 continue
-            self._status[record.unit] = record.status
-            self._raw[record.unit] = record
+            self._merge(record.unit, record.status, record)
         self._read_offsets[path] = offset + end
 
     def records(self) -> dict[str, UnitRecord]:
@@ -210,9 +232,23 @@ def _parse_line(raw: bytes) -> UnitRecord | None:
             result=line.get("result"),
             seconds=float(line.get("seconds", 0.0)),
             worker=line.get("worker", ""),
+            artifacts=dict(line.get("artifacts") or {}),
+            config_hash=line.get("config_hash"),
+            t=float(line.get("t") or 0.0),
         )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _line_time(raw: bytes | UnitRecord) -> float:
+    """A line's `t` without parsing its result (only needed when two recorded lines for one unit meet)."""
+    if isinstance(raw, UnitRecord):
+        return raw.t
+    found = _LINE_T.search(raw)
+    try:
+        return float(found.group(1)) if found else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _publish_once(tmp: Path, final: Path) -> None:
@@ -231,6 +267,50 @@ def _publish_once(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def _config_changes(
+    existing: dict[str, Any],
+    config: dict[str, Any],
+    config_hash: str,
+    rule: Callable[[dict[str, Any]], list[str]] | None,
+) -> list[str]:
+    if existing.get("config_hash") == config_hash:
+        return []
+    stored = existing.get("config", {})
+    if rule is not None:
+        return rule(stored)
+    from runners.config import diff_configs
+
+    return diff_configs(stored, config) or ["(no key differs: the schema itself changed)"]
+
+
+def _data_changes(old: dict[str, str] | None, new: dict[str, str] | None) -> list[str]:
+    """Data names whose content hash differs (a run recorded without an identity is not checked)."""
+    if old is None or new is None:
+        return []
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            lines.append(f"data {name}: no longer read")
+        elif name not in old:
+            lines.append(f"data {name}: new")
+        elif old[name] != new[name]:
+            lines.append(f"data {name}: content changed ({old[name][:12]} → {new[name][:12]})")
+    return lines
+
+
+def _refusal(root: Path, existing: dict[str, Any], config_hash: str, changes: list[str], data: list[str]) -> str:
+    parts = [f"{root} was started with config {existing.get('config_hash')}, this command has {config_hash}."]
+    if changes:
+        parts.append("Changed keys:\n  " + "\n  ".join(changes))
+    if data:
+        parts.append("Changed data:\n  " + "\n  ".join(data))
+    parts.append(
+        "Resume with the original settings, choose a new --run-dir, or pass --allow-config-change "
+        "to keep the recorded units and continue under the new config (recorded in sessions.jsonl)."
+    )
+    return "\n".join(parts)
+
+
 class RunStore:
     """One run directory. Open it with `RunStore.open(path)`; local paths and mounted drives are supported
     directly, fsspec URLs through a local mirror (`runners/sync.py`)."""
@@ -246,9 +326,7 @@ class RunStore:
             from runners.sync import MirroredRunStore  # fsspec only when a URL is used
 
             return MirroredRunStore.open_url(text)
-        root = Path(text.removeprefix("file://")).expanduser()
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(root)
+        return cls(Path(text.removeprefix("file://")).expanduser())  # created by the first write, not here
 
     # -- manifest --------------------------------------------------------------------------------------------
     @property
@@ -272,14 +350,23 @@ class RunStore:
         *,
         allow_config_change: bool = False,
         session: dict[str, Any] | None = None,
+        data_identity: dict[str, str] | None = None,
+        config_changes: Callable[[dict[str, Any]], list[str]] | None = None,
     ) -> dict[str, Any]:
-        """Create the manifest, or check that this run may resume under `config_hash`."""
-        from runners.config import diff_configs
+        """Create the manifest, or check that this run may resume under `config_hash`.
+
+        On a hash mismatch, `config_changes(stored_config)` lists the differences that matter (the pipeline's
+        identity rule, see `runners.config.identity_changes`); none means resume. Without it every differing key
+        counts. `data_identity` (name -> content hash) is recorded; a resume whose data differs is refused too.
+        `allow_config_change` overrides both refusals; what changed is logged and written to sessions.jsonl."""
         from runners.provenance import collect_provenance
 
         existing = self.read_manifest()
         if existing is None:
             manifest = {"config_hash": config_hash, "config": config, **collect_provenance()}
+            if data_identity is not None:
+                manifest["data_identity"] = dict(sorted(data_identity.items()))
+            self.root.mkdir(parents=True, exist_ok=True)
             tmp = self.root / f".manifest.{uuid.uuid4().hex[:8]}.tmp"
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
             try:
@@ -292,15 +379,13 @@ class RunStore:
                 self._append_session(config_hash, session)
                 return manifest
         assert existing is not None
-        if existing.get("config_hash") != config_hash and not allow_config_change:
-            changes = diff_configs(existing.get("config", {}), config)
-            listing = "\n  ".join(changes) or "(no key differs: the schema itself changed)"
-            raise RunStoreError(
-                f"{self.root} was started with config {existing.get('config_hash')}, this command has "
-                f"{config_hash}. Changed keys:\n  {listing}\n"
-                "Resume with the original settings, choose a new --run-dir, or pass --allow-config-change "
-                "to keep the recorded units and continue under the new config (recorded in sessions.jsonl)."
-            )
+        changes = _config_changes(existing, config, config_hash, config_changes)
+        data_changes = _data_changes(existing.get("data_identity"), data_identity)
+        if changes or data_changes:
+            if not allow_config_change:
+                raise RunStoreError(_refusal(self.root, existing, config_hash, changes, data_changes))
+            log.warning("%s: resuming under changed settings: %s", self.root, "; ".join(changes + data_changes))
+            session = {**(session or {}), "allowed_changes": changes + data_changes}
         self._append_session(config_hash, session)
         return existing
 
@@ -336,6 +421,25 @@ class RunStore:
         path = self.root / "report"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    # -- work folders ----------------------------------------------------------------------------------------
+    def work_dir(self, stage: str, unit: str) -> Path:
+        """`work/<stage>/<unit>/`, created on demand: a unit's scratch that survives a crash (checkpoints)."""
+        path = self.root / "work" / stage / unit
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def remove_work_dir(self, stage: str, unit: str) -> None:
+        path = self.root / "work" / stage / unit
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def sweep_work(self, stage: str, recorded: set[str]) -> None:
+        """Remove the work folders of recorded units (left by a worker killed between its record and cleanup)."""
+        folder = self.root / "work" / stage
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name in recorded:
+                shutil.rmtree(path, ignore_errors=True)
 
     # -- artifacts -------------------------------------------------------------------------------------------
     def artifact_path(self, stage: str, unit: str) -> Path:

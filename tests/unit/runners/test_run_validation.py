@@ -1,0 +1,67 @@
+"""What `seal run` checks before a run directory gets its manifest: the model spec (a refused command leaves no
+directory behind, so the corrected one starts cleanly) and, on resume, the data the pipeline reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from runners.cli import main
+
+TASK = {"train": [{"input": [[1, 0]], "output": [[0, 1]]}], "test": [{"input": [[1, 1]], "output": [[1, 1]]}]}
+
+
+def _ttt(run_dir: Path, *sets: str):  # type: ignore[no-untyped-def]
+    args = ["ttt", "run", "demo", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0"]
+    for item in sets:
+        args += ["--set", item]
+    return CliRunner().invoke(main, args)
+
+
+def test_a_bad_model_spec_is_refused_before_the_manifest_and_the_fixed_command_then_runs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    refused = _ttt(run_dir, "model.spec=nobody/not-cached-anywhere", "arc.task_ids=[66e6c45b]")  # HF_HUB_OFFLINE=1
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "model.spec" in refused.output and "HF_HUB_OFFLINE" in refused.output
+    assert not run_dir.exists(), "a refused command left a run directory behind"
+    assert "tiny:<seed>" in _ttt(run_dir, "model.spec=./no/such/folder").output and not run_dir.exists()
+    fixed = _ttt(run_dir, "model.spec=tiny", "arc.task_ids=[66e6c45b]")
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads((run_dir / "manifest.json").read_text())["config"]["model"]["spec"] == "tiny"
+
+
+def test_changed_task_content_is_refused_on_resume_naming_the_task(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "aa11.json").write_text(json.dumps(TASK))
+    (tasks / "bb22.json").write_text(json.dumps(TASK))
+    run_dir = tmp_path / "run"
+    sets = ("model.spec=tiny", f"arc.source={tasks}", "arc.subset=null", "arc.task_ids=[]")
+    assert _ttt(run_dir, *sets).exit_code == 0
+    assert set(json.loads((run_dir / "manifest.json").read_text())["data_identity"]) == {"arc/aa11", "arc/bb22"}
+    assert _ttt(run_dir, *sets).exit_code == 0  # same data: resumes
+    edited = {**TASK, "test": [{"input": [[1, 1]], "output": [[2, 2]]}]}  # a corrected solution
+    (tasks / "bb22.json").write_text(json.dumps(edited))
+    refused = _ttt(run_dir, *sets)
+    assert refused.exit_code == 1 and "data arc/bb22: content changed" in refused.output
+    assert "arc/aa11" not in refused.output
+    assert _ttt(run_dir, *sets, "run.claim_timeout_s=60").exit_code == 1  # an excluded key does not hide it
+    allowed = CliRunner().invoke(
+        main,
+        ["ttt", "run", "demo", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0",
+         "--allow-config-change", *[x for s in sets for x in ("--set", s)]],
+    )  # fmt: skip
+    assert allowed.exit_code == 0, allowed.output
+    last = json.loads((run_dir / "sessions.jsonl").read_text().splitlines()[-1])
+    assert last["allowed_changes"][0].startswith("data arc/bb22: content changed")
+
+
+def test_an_excluded_key_resumes_a_relevant_one_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    sets = ("model.spec=tiny", "arc.task_ids=[66e6c45b]")
+    assert _ttt(run_dir, *sets).exit_code == 0
+    assert _ttt(run_dir, *sets, "run.claim_timeout_s=60", "selftest.units=3").exit_code == 0
+    refused = _ttt(run_dir, *sets, "train.epochs=5")
+    assert refused.exit_code == 1 and "train.epochs: " in refused.output and "→ 5" in refused.output
