@@ -26,6 +26,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -371,7 +372,10 @@ def _with_lora(model: Any, settings: SftSettings) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # PEFT 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`: noise, not ours to fix.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def _history(log_history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
