@@ -388,6 +388,13 @@ def _history(log_history: list[dict[str, Any]]) -> tuple[list[float], list[float
     return [float(by_step[s]["loss"]) for s in steps], [float(by_step[s].get("learning_rate", 0.0)) for s in steps]
 
 
+def _remove_stale_temporaries(work_dir: Path) -> None:
+    """A kill during the final adapter save leaves its temporary folder behind (no `finally` runs under SIGKILL)."""
+    if work_dir.is_dir():
+        for stale in work_dir.glob(f".tmp-{ADAPTER}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _save_adapter(model: Any, final: Path) -> Path:
     """Write the trained adapter atomically: the folder appears complete or not at all."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -430,6 +437,7 @@ def train_sft(
             f"{no_loss} without loss tokens"
         )
     work_dir = Path(work_dir)
+    _remove_stale_temporaries(work_dir)
     checkpoints = work_dir / CHECKPOINTS
     _check_inputs(checkpoints, _fingerprint(model_path, used, settings))
     resume = newest_complete_checkpoint(checkpoints, delete_incomplete=True)
