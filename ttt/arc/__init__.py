@@ -21,12 +21,8 @@ from ttt.arc.augment import (
     seeded_rng,
 )
 from ttt.arc.format import (
-    SELF_EDIT_INSTRUCTION,
-    SELF_EDIT_SYSTEM,
     Message,
     answer_text,
-    self_edit_messages,
-    self_edit_user_text,
     system_prompt,
     task_to_messages,
 )
@@ -73,8 +69,6 @@ __all__ = [
     "IDENTITY",
     "MAX_SIDE",
     "SEAL_VIEW_TRANSFORMS",
-    "SELF_EDIT_INSTRUCTION",
-    "SELF_EDIT_SYSTEM",
     "ArcTask",
     "Augmentation",
     "AugmentationError",
@@ -117,8 +111,6 @@ __all__ = [
     "score_task",
     "score_test",
     "seeded_rng",
-    "self_edit_messages",
-    "self_edit_user_text",
     "subset_names",
     "summarize",
     "system_prompt",

@@ -1,4 +1,4 @@
-"""Tasks → chat messages: SEAL's TTT / inference format, and the self-edit prompt.
+"""Tasks → chat messages: SEAL's TTT / inference format (the self-edit prompt lives in `seal/arc/prompt.py`).
 
 Messages are plain ``{"role", "content"}`` dicts; the tokenizer's own chat template renders them elsewhere
 (`ttt/examples.py`), so nothing here is model-specific and nothing depends on the date.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ttt.arc.grid import Grid, GridFormat, check_format, grid_to_text
+from ttt.arc.grid import GridFormat, check_format, grid_to_text
 from ttt.arc.tasks import ArcTask
 
 Message = dict[str, str]
@@ -81,73 +81,3 @@ def task_to_messages(
     if include_answer:
         messages.append({"role": "assistant", "content": answer_text(task, grid_format)})
     return messages
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Self-edit prompt (SEAL §A3): the model reads the demos and answers with a JSON training recipe.
-# ------------------------------------------------------------------------------------------------------------
-
-SELF_EDIT_SYSTEM = "You are a helpful assistant that gives the correct output for the given task immediately."
-
-SELF_EDIT_INSTRUCTION = """You configure a model training pipeline by choosing from predefined tools.
-
-Make two decisions:
-
-1. Data generation tools. For each of these, choose true or false:
-    - use_basic_augmentations
-    - use_size_augmentations
-    - use_chain_augmentations
-    - use_repeat_augmentations
-
-2. Training configuration. Choose one strategy:
-    - "train_using_all_tokens"
-    - "train_using_output_tokens"
-
-Also give:
-    - learning_rate (float)
-    - num_train_epochs (integer)
-
-Reply with only a valid JSON object: no explanation, no markdown, no other text.
-Write booleans as lowercase true/false.
-
-Example output:
-
-{
-  "data_generation": {
-    "use_basic_augmentations": ...,
-    "use_size_augmentations": ...,
-    "use_chain_augmentations": ...,
-    "use_repeat_augmentations": ...
-  },
-  "training": {
-    "strategy": ...,
-    "learning_rate": ...,
-    "num_train_epochs": ...
-  }
-}
-"""
-
-
-def _spaced_rows(grid: Grid) -> str:
-    return "".join(" ".join(map(str, row)) + "\n" for row in grid.rows)
-
-
-def self_edit_user_text(task: ArcTask, instruction: str = SELF_EDIT_INSTRUCTION) -> str:
-    """The demos as ``Input:`` / ``Output:`` blocks of space-separated digit rows, blank-line separated, then
-    a ``------`` separator and the instruction (no test input: the recipe is chosen from the demos)."""
-    blocks = "".join(
-        f"Input:\n{_spaced_rows(d.input)}\nOutput:\n{_spaced_rows(d.output)}\n"
-        for d in task.demos
-        if d.output is not None
-    )
-    return f"{blocks}------\n\n{instruction}"
-
-
-def self_edit_messages(
-    task: ArcTask, *, instruction: str = SELF_EDIT_INSTRUCTION, system: str = SELF_EDIT_SYSTEM
-) -> list[Message]:
-    """System + user messages asking the model for a self-edit (generation continues after the user turn)."""
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": self_edit_user_text(task, instruction)},
-    ]

@@ -2,7 +2,8 @@
 
 A small decoding loop over the model's KV cache rather than `model.generate`, because it gives what the protocol
 needs directly: per-request seeds (a request samples the same text whatever shares its batch), per-row stop at the
-end of turn, per-row limits, and the log-probability of every generated token.
+end of turn, per-row limits, and the log-probability of every generated token. The n samples of one request share
+one prefill of their prompt (its KV cache is copied to each row): 12 s of a 30 s batch of 8 self-edits on SmolLM2.
 """
 
 from __future__ import annotations
@@ -173,14 +174,20 @@ class HFGenerator:
     @torch.inference_mode()
     def _decode(self, rows: list[_Row]) -> list[_Completion]:
         device = next(self.model.parameters()).device
-        width = max(len(row.prompt) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, row in enumerate(rows):  # left padding: every prompt ends at the last column
-            input_ids[b, width - len(row.prompt) :] = torch.tensor(row.prompt, dtype=torch.long)
-            attention_mask[b, width - len(row.prompt) :] = 1
+        # Rows with the same prompt (the n samples of one request) share one prefill: only distinct prompts are
+        # forwarded, then their KV cache is copied to every row that uses them (`source`).
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(row.prompt), len(distinct)) for row in rows]
+        prompts = list(distinct)
+        width = max(len(prompt) for prompt in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, prompt in enumerate(prompts):  # left padding: every prompt ends at the last column
+            input_ids[b, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[b, width - len(prompt) :] = 1
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        expand = torch.tensor(source, dtype=torch.long, device=device)
         generators = [
             None
             if row.request.greedy
@@ -197,9 +204,12 @@ class HFGenerator:
             output = self._forward(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
             )
+            logits = output.logits[:, -1, :].float()
+            if len(prompts) < len(rows):
+                output.past_key_values.reorder_cache(expand)  # index_select on the batch axis: copies rows
+                logits, attention_mask, position_ids = logits[expand], attention_mask[expand], position_ids[expand]
             next_position = position_ids[:, -1:] + 1
             for _ in range(max(row.request.max_new_tokens for row in rows)):
-                logits = output.logits[:, -1, :].float()
                 log_probs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
                 for b, row in enumerate(rows):
                     if row.request.allowed_chars is not None:
@@ -235,6 +245,7 @@ class HFGenerator:
                     position_ids=next_position,
                     past_key_values=output.past_key_values,
                 )
+                logits = output.logits[:, -1, :].float()
                 next_position = next_position + 1
         finally:
             self.model.train(was_training)

@@ -1,11 +1,11 @@
-"""Chat messages for TTT / inference (SEAL's format) and the self-edit prompt."""
+"""Chat messages for TTT / inference (SEAL's format)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.unit.arc.conftest import make_task
-from ttt.arc import self_edit_messages, system_prompt, task_to_messages
+from ttt.arc import system_prompt, task_to_messages
 
 TASK = make_task(([[1, 2]], [[2, 1]]), ([[3, 0], [0, 3]], [[0, 3], [3, 0]]), ([[5, 6]], [[6, 5]]))
 
@@ -48,22 +48,5 @@ def test_an_answer_is_required_for_training_messages_and_options_are_checked():
 
 
 def test_messages_carry_no_dates_or_model_tokens():
-    text = "".join(m["content"] for m in task_to_messages(TASK) + self_edit_messages(TASK))
+    text = "".join(m["content"] for m in task_to_messages(TASK))
     assert "<|" not in text and "2025" not in text and "2026" not in text
-
-
-def test_self_edit_prompt_lists_demos_as_digit_rows_then_the_instruction():
-    system, user = self_edit_messages(TASK, instruction="PICK A RECIPE")
-    assert system["role"] == "system" and "correct output" in system["content"]
-    assert user["content"] == (
-        "Input:\n1 2\n\nOutput:\n2 1\n\nInput:\n3 0\n0 3\n\nOutput:\n0 3\n3 0\n\n------\n\nPICK A RECIPE"
-    )
-    default = self_edit_messages(TASK)[1]["content"]
-    for field in (
-        "use_basic_augmentations",
-        "use_repeat_augmentations",
-        "train_using_output_tokens",
-        "num_train_epochs",
-    ):
-        assert field in default
-    assert "5 6" not in default  # the test input is not part of the self-edit prompt

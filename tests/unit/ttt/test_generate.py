@@ -50,6 +50,36 @@ def test_sampling_is_seeded_per_request(tiny: tuple) -> None:
         assert len(logprobs) == count and all(value <= 0 for value in logprobs)
 
 
+def test_rows_sharing_a_prompt_share_one_prefill_and_sample_as_if_alone(tiny: tuple) -> None:
+    model, tokenizer = tiny
+    requests = [
+        _request(PROMPTS[1], temperature=1.0, n=3, seed=5, return_logprobs=True),
+        _request(PROMPTS[0], temperature=0.8, n=2, seed=6, return_logprobs=True),
+        _request(PROMPTS[1]),  # greedy, same prompt as the first request: shares its prefill too
+    ]
+    shared = HFGenerator(model, tokenizer, max_batch_size=8)
+    forwards: list[tuple[int, ...]] = []
+    original = shared._forward
+
+    def counting_forward(**kwargs: Any) -> Any:
+        forwards.append(tuple(kwargs["input_ids"].shape))
+        return original(**kwargs)
+
+    shared._forward = counting_forward  # type: ignore[method-assign]
+    batched = shared.generate(requests)
+    assert forwards[0][0] == 2  # 6 rows, 2 distinct prompts: 2 rows prefilled
+    single = HFGenerator(model, tokenizer, max_batch_size=1)  # one row per batch: nothing shared
+    for request, output in zip(requests, batched):
+        (alone,) = single.generate([request])
+        assert (alone.texts, alone.completion_tokens, alone.finish_reasons) == (
+            output.texts,
+            output.completion_tokens,
+            output.finish_reasons,
+        )
+        for first, second in zip(alone.logprobs or (), output.logprobs or ()):
+            assert first == pytest.approx(second, abs=1e-4)
+
+
 def test_top_p_keeps_only_the_likeliest_tokens(tiny: tuple) -> None:
     model, tokenizer = tiny
     generator = HFGenerator(model, tokenizer)
