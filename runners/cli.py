@@ -63,12 +63,13 @@ def doctor_cmd(ollama_host: str | None) -> None:
 
 
 # Commands kept in their own modules; each imports only click and light modules at the top.
+from runners.arc_cmd import arc  # noqa: E402
 from runners.demo_cmd import demo  # noqa: E402
 from runners.export_cmd import export  # noqa: E402
 from runners.grade_cmd import grade  # noqa: E402
 from runners.ttt_cmd import ttt  # noqa: E402
 
-for _command in (demo, export, grade, ttt):
+for _command in (arc, demo, export, grade, ttt):
     main.add_command(_command)
 
 

@@ -8,6 +8,7 @@ from types import ModuleType
 PIPELINES = {
     "selftest": "runners.pipelines.selftest",
     "arc_ttt": "runners.pipelines.arc_ttt",
+    "arc_seal": "runners.pipelines.arc_seal",
 }
 
 

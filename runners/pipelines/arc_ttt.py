@@ -155,14 +155,19 @@ def _check_backend(cfg: Config) -> None:
         )
 
 
-def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
-    """Load the tasks and check the recipe now: both fail here, with a clear message, before any work starts."""
+def check_model(cfg: Config) -> None:
+    """A model spec that names nothing loadable stops the command before the manifest, naming the key."""
     from ttt.models import ModelSpecError, check_model_spec
 
     try:
         check_model_spec(cfg.model.spec, cfg.model.cache_dir)
     except ModelSpecError as exc:
         raise ConfigError(f"model.spec: {exc}") from None
+
+
+def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
+    """Load the tasks and check the recipe now: both fail here, with a clear message, before any work starts."""
+    check_model(cfg)
     try:
         groups = _tasks(cfg)
     except ValueError as exc:  # TaskError: unknown subset or id, wrong split, unreadable task file

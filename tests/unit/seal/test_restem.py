@@ -6,14 +6,6 @@ import pytest
 
 from seal.restem import Scored, select, sft_messages, sft_rows
 
-
-@pytest.fixture(scope="module")
-def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from ttt.models import load_tokenizer
-
-    return load_tokenizer("tiny", cache_dir=tmp_path_factory.mktemp("seal-cache"))
-
-
 PROMPT = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Configure training."})
 
 

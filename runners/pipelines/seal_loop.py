@@ -1,0 +1,407 @@
+"""The SEAL outer loop as stages, written once for any `seal.domain.Domain`.
+
+Iteration i of one run directory:
+
+    it{i}.sample   per group: k self-edits from iteration i's model, in one batched call, bounded attempts
+    it{i}.base     per group: the group evaluated without adaptation (the in-context baseline, and the score of
+                   every self-edit trained 0 epochs, computed once)
+    it{i}.inner    per (group, k): apply the self-edit (one inner loop), evaluate, reward
+    it{i}.select   one unit: which self-edits are cloned (seal.select), written as SFT rows
+    it{i}.sft      one unit: behaviour cloning through TRL, resumable mid-training from its work folder
+    it{i}.merge    one unit: the adapter merged in fp32 into iteration i+1's model (or the model carried forward)
+
+Iteration 0 samples from `model.spec`; iteration i from the model that `it{i-1}.merge` names in its journal line.
+After the last RL iteration, `seal.evaluate_final` adds `it{N}.sample/base/inner`: the new model's own self-edits,
+evaluated. Raising `seal.iterations` later turns those into the first stages of iteration N and continues.
+Every stage waits (barrier) until the stages it reads are recorded in every chunk's journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runners.config import Config
+from runners.stage import Outcome, StageSpec, unit_seed
+from runners.store import RunStore
+from seal.domain import Domain, Worker
+
+log = logging.getLogger(__name__)
+
+SELECT_UNIT, SFT_UNIT, MERGE_UNIT = "select", "sft", "merge"
+
+
+def stage_name(i: int, step: str) -> str:
+    return f"it{i}.{step}"
+
+
+def inner_unit(group: str, k: int) -> str:
+    return f"{group}.k{k}"
+
+
+def split_inner_unit(unit: str) -> tuple[str, int]:
+    group, k = unit.rsplit(".k", 1)
+    return group, int(k)
+
+
+def group_of_inner(unit: str) -> str:
+    return split_inner_unit(unit)[0]
+
+
+def view_seed(cfg: Config, group: str) -> int:
+    """One seed per group for its evaluation views, shared by every self-edit and every iteration, so rewards
+    differ because of the self-edit and iterations are compared on the same views."""
+    return unit_seed(cfg.run.seed, f"views.{group}")
+
+
+@dataclass
+class Processor:
+    """A stage's per-worker function plus the `close()` that frees what it holds (a model) when the stage ends."""
+
+    fn: Callable[[str], Outcome]
+    on_close: Callable[[], None] | None = None
+
+    def __call__(self, unit: str) -> Outcome:
+        return self.fn(unit)
+
+    def close(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
+
+
+class _TimedGenerator:
+    """Counts the seconds spent inside `generate` (what the iteration benchmark calls generation time)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def generate(self, requests: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner.generate(requests)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+class WorkerPool:
+    """Holds at most one worker: stages that use the same model (sample, base, inner and the controls of one
+    iteration) share it instead of reloading it, and asking for another model closes the held one first, so the
+    previous iteration's model has left memory before the next one loads."""
+
+    def __init__(self, load: Callable[[str], Worker]) -> None:
+        self._load = load
+        self._held: Worker | None = None
+        self._path: str | None = None
+
+    def get(self, model_path: str) -> Worker:
+        if self._held is not None and self._path == model_path:
+            return self._held
+        self.release()
+        self._held, self._path = self._load(model_path), model_path
+        return self._held
+
+    def release(self) -> None:
+        """Free the held model (before SFT or a merge load a model of their own)."""
+        if self._held is not None:
+            self._held.close()
+        self._held = self._path = None
+
+
+@dataclass
+class LoopParts:
+    """What a domain pipeline hands the loop."""
+
+    domain: Domain
+    workers: WorkerPool  # model folder → a worker holding that model, shared by consecutive stages
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models of each iteration
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def model_ref(cfg: Config, store: RunStore, i: int) -> dict[str, str]:
+    """Iteration i's model: `{"spec": …}` for the configured model, `{"artifact": …}` for a merged one (relative
+    to the run directory, so a run directory can move between machines)."""
+    if i == 0:
+        return {"spec": cfg.model.spec}
+    record = store.records(stage_name(i - 1, "merge")).get(MERGE_UNIT)
+    if record is None or record.status != "ok":
+        raise RuntimeError(f"iteration {i} needs the model of {stage_name(i - 1, 'merge')}, which is not recorded")
+    return dict(record.result["model"])
+
+
+def model_location(cfg: Config, store: RunStore, ref: dict[str, str]) -> str:
+    if "artifact" in ref:
+        return str(store.root / ref["artifact"])
+    from ttt.models import resolve_model
+
+    return resolve_model(ref["spec"], cfg.model.cache_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def seal_stages(cfg: Config, store: RunStore, parts: LoopParts, controls: Sequence[StageSpec] = ()) -> list[StageSpec]:
+    """Every iteration's stages; `controls` (stages on iteration 0's model) run right after iteration 0's inner
+    loops, while that model is still loaded."""
+    stages: list[StageSpec] = []
+    for i in range(cfg.seal.iterations):
+        stages += iteration_stages(cfg, store, parts, i, rl=True)
+        if i == 0:
+            stages[3:3] = list(controls)
+    if cfg.seal.evaluate_final:
+        stages += iteration_stages(cfg, store, parts, cfg.seal.iterations, rl=False)
+        if cfg.seal.iterations == 0:
+            stages += list(controls)
+    return stages
+
+
+def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, rl: bool) -> list[StageSpec]:
+    domain = parts.domain
+    groups = domain.groups()
+    after_previous = (stage_name(i - 1, "merge"),) if i > 0 else ()
+    sample, base, inner = (stage_name(i, s) for s in ("sample", "base", "inner"))
+    k_total = cfg.seal.self_edits
+
+    def worker_for_iteration() -> tuple[Worker, dict[str, str]]:
+        ref = model_ref(cfg, store, i)
+        return parts.workers.get(model_location(cfg, store, ref)), ref
+
+    def make_sample() -> Processor:
+        from seal.selfedit import SampleSettings, sample_self_edits
+
+        worker, ref = worker_for_iteration()
+        settings = SampleSettings(
+            k=k_total,
+            temperature=cfg.seal.temperature,
+            top_p=cfg.seal.top_p,
+            max_new_tokens=cfg.seal.max_new_tokens,
+            max_attempts=cfg.seal.max_attempts,
+            dedupe=cfg.seal.dedupe,
+        )
+
+        def process(group: str) -> Outcome:
+            messages = [dict(m) for m in domain.prompt(group)]
+            timed = _TimedGenerator(worker.generator)
+            sampled = sample_self_edits(
+                timed,
+                messages,
+                domain.parse,
+                settings,
+                seed=unit_seed(cfg.run.seed, f"{sample}.{group}"),
+                key=domain.edit_key,
+                to_dict=domain.edit_to_dict,
+            )
+            result = {"model": ref, "prompt": messages, **sampled.to_dict()}
+            return Outcome("ok", {**result, "timings": {"generate": timed.seconds}})
+
+        return Processor(process)
+
+    def make_base() -> Processor:
+        worker, ref = worker_for_iteration()
+
+        def process(group: str) -> Outcome:
+            evaluation = domain.evaluate(worker, group, None, view_seed=view_seed(cfg, group), train_seed=0)
+            return Outcome("ok", {"model": ref, "reward": evaluation.reward, "evaluation": evaluation.result})
+
+        return Processor(process)
+
+    def make_inner() -> Processor:
+        worker, ref = worker_for_iteration()
+        samples = store.records(sample)
+        bases = store.records(base)
+
+        def process(unit: str) -> Outcome:
+            group, k = split_inner_unit(unit)
+            sampled = samples[group].result
+            attempt = sampled["attempts"][sampled["slots"][k]]
+            head = {"model": ref, "k": k, "attempt": attempt["index"], "text": attempt["text"]}
+            if not attempt["accepted"]:
+                return _unusable(cfg, head, bases[group].result, attempt["reason"], attempt["code"])
+            edit = domain.parse(attempt["text"])
+            evaluation = domain.evaluate(
+                worker, group, edit, view_seed=view_seed(cfg, group), train_seed=unit_seed(cfg.run.seed, unit)
+            )
+            head["edit"] = domain.edit_to_dict(edit)
+            if evaluation.rejected is not None:
+                return _unusable(
+                    cfg, head, evaluation.result, evaluation.rejected.reason, evaluation.rejected.code, evaluation
+                )
+            return Outcome("ok", {**head, "reward": evaluation.reward, "evaluation": evaluation.result})
+
+        return Processor(process)
+
+    stages = [
+        StageSpec(sample, list(groups), make_sample, needs=after_previous),
+        StageSpec(base, list(groups), make_base, needs=after_previous),
+        StageSpec(
+            inner,
+            [inner_unit(g, k) for g in groups for k in range(k_total)],
+            make_inner,
+            needs=(sample, base),
+            group=group_of_inner,
+        ),
+    ]
+    if rl:
+        stages += _restem_stages(cfg, store, i, parts.workers)
+    return stages
+
+
+def _unusable(
+    cfg: Config,
+    head: dict[str, Any],
+    base_or_own: dict[str, Any],
+    reason: str,
+    code: str,
+    evaluation: Any = None,
+) -> Outcome:
+    """A self-edit that cannot be applied as written. `reward0`: recorded invalid, reward 0. SEAL's rule
+    (`train_zero_epochs`): it trains 0 epochs, so it scores what the unadapted model scores."""
+    if cfg.seal.invalid == "reward0":
+        return Outcome("invalid", {**head, "reward": 0.0, "code": code}, reason)
+    scored = evaluation.result if evaluation is not None else base_or_own.get("evaluation", base_or_own)
+    reward = evaluation.reward if evaluation is not None else base_or_own.get("reward")
+    return Outcome("ok", {**head, "reward": reward, "zero_epochs": True, "code": code, "evaluation": scored}, reason)
+
+
+def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool) -> list[StageSpec]:
+    sample, inner = stage_name(i, "sample"), stage_name(i, "inner")
+    select_stage, sft_stage, merge_stage = (stage_name(i, s) for s in ("select", "sft", "merge"))
+
+    def make_select() -> Processor:
+        from seal.restem import Scored, select
+
+        def process(_: str) -> Outcome:
+            samples = store.records(sample)
+            candidates = []
+            for unit, record in sorted(store.records(inner).items()):
+                if record.status != "ok":
+                    continue  # invalid self-edits are never cloned; errors would have blocked the barrier
+                group, k = split_inner_unit(unit)
+                prompt = tuple(samples[group].result["prompt"])
+                candidates.append(Scored(group, k, record.result.get("reward"), prompt, record.result["text"]))
+            chosen = select(candidates, cfg.seal.select, cfg.seal.threshold)
+            lines = [
+                json.dumps(
+                    {"group": s.group, "k": s.k, "reward": s.reward, "prompt": list(s.prompt), "response": s.response}
+                )
+                for s in chosen
+            ]
+            with store.write_artifact(select_stage, SELECT_UNIT) as folder:
+                (folder / "rows.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            per_group: dict[str, int] = {}
+            for item in chosen:
+                per_group[item.group] = per_group.get(item.group, 0) + 1
+            result = {
+                "rule": cfg.seal.select,
+                "candidates": len(candidates),
+                "selected": [[item.group, item.k] for item in chosen],
+                "per_group": per_group,
+            }
+            return Outcome("ok", result, artifacts={"rows": f"artifacts/{select_stage}/{SELECT_UNIT}/rows.jsonl"})
+
+        return Processor(process)
+
+    def make_sft() -> Processor:
+        def process(_: str) -> Outcome:
+            chosen = store.records(select_stage)[SELECT_UNIT]
+            if not chosen.result["selected"]:
+                reason = f"no self-edit of iteration {i} was selected ({cfg.seal.select}): the model is carried forward"
+                return Outcome("ok", {"carried_forward": True, "reason": reason})
+            workers.release()  # TRL loads the model afresh; the inference copy must not share the memory
+            return _behaviour_clone(cfg, store, i, sft_stage, store.root / chosen.artifacts["rows"])
+
+        return Processor(process)
+
+    def make_merge() -> Processor:
+        def process(_: str) -> Outcome:
+            cloned = store.records(sft_stage)[SFT_UNIT]
+            previous = model_ref(cfg, store, i)
+            if cloned.result.get("carried_forward"):
+                return Outcome("ok", {"carried_forward": True, "model": previous})
+            from ttt.models import load_tokenizer
+            from ttt.sft import merge_adapter
+
+            workers.release()
+            base_path = model_location(cfg, store, previous)
+            relative = f"artifacts/{merge_stage}/{MERGE_UNIT}/model"
+            with store.write_artifact(merge_stage, MERGE_UNIT) as folder:
+                merge_adapter(
+                    base_path, store.root / cloned.artifacts["adapter"], folder / "model", load_tokenizer(base_path)
+                )
+            return Outcome(
+                "ok", {"carried_forward": False, "model": {"artifact": relative}}, artifacts={"model": relative}
+            )
+
+        return Processor(process)
+
+    return [
+        StageSpec(select_stage, [SELECT_UNIT], make_select, needs=(sample, inner), single=True),
+        StageSpec(sft_stage, [SFT_UNIT], make_sft, needs=(select_stage,), single=True),
+        StageSpec(merge_stage, [MERGE_UNIT], make_merge, needs=(sft_stage,), single=True),
+    ]
+
+
+def _behaviour_clone(cfg: Config, store: RunStore, i: int, stage: str, rows_path: Path) -> Outcome:
+    """TRL SFT on the selected rows, checkpointed in the unit's work folder: a SIGKILL resumes mid-training."""
+    from seal.restem import Scored, sft_rows
+    from ttt.models import load_tokenizer
+    from ttt.sft import SftSettings, train_sft
+
+    base_path = model_location(cfg, store, model_ref(cfg, store, i))
+    tokenizer = load_tokenizer(base_path)
+    items = []
+    with open(rows_path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            items.append(Scored(row["group"], row["k"], row["reward"], tuple(row["prompt"]), row["response"]))
+    r = cfg.restem
+    settings = SftSettings(
+        rank=r.lora.rank,
+        alpha=r.lora.alpha,
+        dropout=r.lora.dropout,
+        targets=r.lora.targets,
+        epochs=r.epochs,
+        batch_size=r.batch_size,
+        grad_accum=r.grad_accum,
+        lr=r.learning_rate,
+        schedule=r.schedule,
+        warmup_steps=r.warmup_steps,
+        dtype=cfg.train.dtype,
+        grad_checkpointing=cfg.train.grad_checkpointing,
+        max_len=r.max_len,
+        save_overhead=r.save_overhead,
+        save_every_steps=r.save_every_steps,
+        seed=unit_seed(cfg.run.seed, stage),
+    )
+    trained = train_sft(base_path, tokenizer, sft_rows(items, tokenizer), settings, store.work_dir(stage, SFT_UNIT))
+    relative = f"artifacts/{stage}/{SFT_UNIT}/adapter"
+    with store.write_artifact(stage, SFT_UNIT) as folder:
+        shutil.copytree(trained.adapter_dir, folder / "adapter")
+    result = {
+        "carried_forward": False,
+        "rows": len(items),
+        "rows_used": trained.rows_used,
+        "rows_dropped_too_long": trained.rows_dropped_too_long,
+        "steps": trained.steps,
+        "losses": trained.losses,
+        "learning_rates": trained.learning_rates,
+        "resumed_from_step": trained.resumed_from_step,
+        "checkpoint_interval_steps": trained.checkpoint_interval_steps,
+        "checkpoints_saved": trained.checkpoints_saved,
+        "save_seconds": trained.save_seconds,
+        "train_seconds": trained.train_seconds,
+        "precision": trained.precision,
+    }
+    return Outcome("ok", result, artifacts={"adapter": relative})

@@ -1,0 +1,128 @@
+"""`seal arc rl` with the tiny random model on two real ARC tasks: what the loop records when the model writes
+garbage, how iterations continue, how chunks meet at a barrier, and that a bad model spec costs nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from runners.cli import main
+from runners.run_cmd import EXIT_WAITING
+from runners.store import RunStore
+
+SMALL = ["--profile", "cpu", "--no-progress",
+         "--set", "model.spec=tiny", "--set", "ttt_data.nmax=4", "--set", "infer.max_new_tokens=8",
+         "--set", "seal.max_new_tokens=24"]  # fmt: skip
+CLONE_EVERYTHING = ["--set", "seal.invalid=train_zero_epochs", "--set", "seal.select=threshold",
+                    "--set", "seal.threshold=0.0", "--set", "restem.epochs=2"]  # fmt: skip
+
+
+def _rl(run_dir: Path, *extra: str) -> Any:
+    return CliRunner().invoke(main, ["arc", "rl", "demo", "--run-dir", str(run_dir), *SMALL, *extra])
+
+
+def _records(run_dir: Path, stage: str) -> dict[str, Any]:
+    return RunStore(run_dir).records(stage)
+
+
+@pytest.fixture(scope="module")
+def garbage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished iteration in which the tiny model's self-edits are all unusable."""
+    run_dir = tmp_path_factory.mktemp("seal") / "run"
+    result = _rl(run_dir)
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_garbage_self_edits_are_bounded_recorded_with_reasons_and_the_model_is_carried_forward(
+    garbage_run: Path,
+) -> None:
+    samples = _records(garbage_run, "it0.sample")
+    assert set(samples) == {"66e6c45b", "c7d4e6ad"}
+    for record in samples.values():
+        attempts = record.result["attempts"]
+        assert len(attempts) == 4  # seal.max_attempts in the demo: bounded, never an endless retry
+        assert not any(a["accepted"] for a in attempts)
+        assert all(a["code"] and a["reason"] for a in attempts)  # every rejection says why
+        assert record.result["slots"] == [0, 1]  # k = 2 slots filled with the first rejected draws
+        assert record.result["generate_calls"] == record.result["rounds"] >= 2  # later rounds ask for what's missing
+        assert record.result["prompt"][-1]["role"] == "user" and "------" in record.result["prompt"][-1]["content"]
+    inner = _records(garbage_run, "it0.inner")
+    assert set(inner) == {f"{t}.k{k}" for t in samples for k in (0, 1)}
+    assert all(r.status == "invalid" and r.result["reward"] == 0.0 and r.reason for r in inner.values())
+    assert _records(garbage_run, "it0.select")["select"].result["selected"] == []
+    sft = _records(garbage_run, "it0.sft")["sft"].result
+    assert sft["carried_forward"] and "carried forward" in sft["reason"]
+    merge = _records(garbage_run, "it0.merge")["merge"]
+    assert merge.result == {"carried_forward": True, "model": {"spec": "tiny"}} and merge.artifacts == {}
+    assert all(r.result["model"] == {"spec": "tiny"} for r in _records(garbage_run, "it1.sample").values())
+    report = (garbage_run / "report" / "arc_seal.md").read_text()
+    assert "iteration-0 self-edits" in report and "0/4 = 0.00" in report and "carried forward" in report
+    assert all(r.config_hash for r in inner.values())  # every line says which config produced it
+
+
+def test_raising_the_iteration_count_continues_a_finished_run(garbage_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(garbage_run, run_dir)
+    before = (run_dir / "stages" / "it0.inner" / "journal.jsonl").read_text()
+    result = _rl(run_dir, "--iterations", "2")
+    assert result.exit_code == 0, result.output
+    assert "stage it0.inner: 4 selected, 4 already recorded, processed 0" in result.output
+    assert "stage it1.select: 1 selected, 0 already recorded, processed 1" in result.output
+    assert (run_dir / "stages" / "it0.inner" / "journal.jsonl").read_text() == before
+    assert set(_records(run_dir, "it2.inner")) == {f"{t}.k{k}" for t in ("66e6c45b", "c7d4e6ad") for k in (0, 1)}
+    assert "self-edits after RL iteration 2" in result.output
+
+
+def test_two_chunks_meet_at_the_barriers_and_the_single_stages_run_once(tmp_path: Path) -> None:
+    """Two workers taking turns (as two Colab sessions would): each runs its chunk until a stage needs the other
+    chunk's units, says what it waits for and exits 75; the single-unit stages run once, whoever gets there."""
+    run_dir = tmp_path / "run"
+    outputs = []
+    for turn in range(10):
+        result = _rl(run_dir, "--chunk", f"{turn % 2 + 1}/2", *CLONE_EVERYTHING)
+        outputs.append(result.output)
+        if result.exit_code == 0:
+            break
+        assert result.exit_code == EXIT_WAITING, result.output
+        assert "waiting: stage " in result.output and "Traceback" not in result.output
+    else:
+        pytest.fail("the chunks never finished:\n" + "\n".join(outputs))
+    assert len(outputs) > 2  # the barriers really made the chunks wait for each other
+    assert "(chunk 2/2)" in outputs[0]  # the first worker is told which chunk it waits for
+    assert len(_records(run_dir, "it0.select")["select"].result["selected"]) == 4  # both chunks' self-edits
+    assert _records(run_dir, "it0.merge")["merge"].artifacts == {"model": "artifacts/it0.merge/merge/model"}
+    model = {"artifact": "artifacts/it0.merge/merge/model"}
+    assert all(r.result["model"] == model for r in _records(run_dir, "it1.inner").values())
+    for stage in ("it0.select", "it0.sft", "it0.merge"):
+        lines = (run_dir / "stages" / stage / "journal.jsonl").read_text().splitlines()
+        assert len(lines) == 1, stage
+    assert json.loads(lines[0])["status"] == "ok"
+    assert _records(run_dir, "it0.sft")["sft"].result["steps"] == 2  # 4 rows in one batch of 5, 2 epochs
+
+
+def test_a_bad_model_spec_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["arc", "rl", "demo", "--run-dir", str(run_dir), *SMALL, "--set", "model.spec=tiny:x"]
+    )
+    assert result.exit_code == 1 and "model.spec" in result.output and "Traceback" not in result.output
+    assert not (run_dir / "manifest.json").exists()
+    assert _rl(run_dir, "--limit", "0").exit_code in (0, EXIT_WAITING)  # the corrected command is accepted
+
+
+def test_loop_settings_are_checked_before_the_manifest(tmp_path: Path) -> None:
+    for bad, message in (
+        ("seal.max_attempts=1", "seal.max_attempts"),
+        ("seal.self_edits=0", "seal.self_edits"),
+        ("infer.backend=vllm", "infer.backend"),
+    ):
+        result = _rl(tmp_path / "run", "--set", bad)
+        assert result.exit_code == 1 and message in result.output, (bad, result.output)
+        assert not (tmp_path / "run" / "manifest.json").exists()
