@@ -143,6 +143,9 @@ class SealConfig:
     max_new_tokens: int = 128
     max_attempts: int | None = None  # samples drawn per group at most; None: 3 x self_edits (SEAL: unbounded)
     dedupe: bool = False  # a self-edit identical to an earlier one of its group is rejected as a duplicate
+    # free: sample the reply as text and parse it (SEAL). template: the domain's reply skeleton is written for the
+    # model and it samples each value (seal/structured.py): what lets a 135M model write usable self-edits.
+    decoding: Literal["free", "template"] = "free"
     # A rejected self-edit: `reward0` records it as invalid with reward 0; `train_zero_epochs` is SEAL's rule
     # (trained 0 epochs, i.e. scored like the base model).
     invalid: Literal["reward0", "train_zero_epochs"] = "reward0"

@@ -76,6 +76,11 @@ class Domain(Protocol):
         """A typed self-edit, or `Rejected`. Must never raise on any text."""
         ...
 
+    def template(self) -> Sequence[Any]:
+        """The reply skeleton with holes for template decoding (`seal.structured`); only needed for
+        `seal.decoding: template`."""
+        ...
+
     def edit_key(self, edit: Any) -> str:
         """A canonical string for de-duplication."""
         ...

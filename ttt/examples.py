@@ -74,9 +74,10 @@ def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     return render_chat(tokenizer, messages, add_generation_prompt=True)
 
 
-def encode_prompt(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
-    """Token ids of `render_prompt(messages)`."""
-    return _tokenize(tokenizer, render_prompt(tokenizer, messages))
+def encode_prompt(tokenizer: Any, messages: Sequence[Message], prefill: str = "") -> list[int]:
+    """Token ids of `render_prompt(messages)`, followed by `prefill`: the start of the assistant's reply, which
+    generation continues (tokenized together with the prompt, as the model would have seen it)."""
+    return _tokenize(tokenizer, render_prompt(tokenizer, messages) + prefill)
 
 
 def count_tokens(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> int:

@@ -194,8 +194,13 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
         def process(group: str) -> Outcome:
             messages = [dict(m) for m in domain.prompt(group)]
             timed = _TimedGenerator(worker.generator)
+            generator: Any = timed
+            if cfg.seal.decoding == "template":
+                from seal.structured import TemplateGenerator
+
+                generator = TemplateGenerator(timed, domain.template())  # type: ignore[attr-defined]
             sampled = sample_self_edits(
-                timed,
+                generator,
                 messages,
                 domain.parse,
                 settings,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from seal.arc.prompt import self_edit_messages
+from seal.arc.prompt import SELF_EDIT_TEMPLATE, self_edit_messages
 from seal.arc.recipe import recipe_for
 from seal.arc.schema import ArcSelfEdit, ParseLimits, parse_self_edit
 from seal.domain import Evaluation, Rejected, Worker
@@ -34,6 +34,10 @@ class ArcDomain:
 
     def prompt(self, group: str) -> list[dict[str, str]]:
         return self_edit_messages(self.tasks[group][0])
+
+    def template(self) -> tuple[Any, ...]:
+        """The reply skeleton for template decoding (seal.decoding: template)."""
+        return SELF_EDIT_TEMPLATE
 
     def parse(self, text: str) -> ArcSelfEdit | Rejected:
         return parse_self_edit(text, self.limits)

@@ -7,6 +7,7 @@ tokenizer's own chat template: no model-specific tokens and no date.
 
 from __future__ import annotations
 
+from seal.structured import Hole
 from ttt.arc import ArcTask, Grid, Message
 
 SELF_EDIT_SYSTEM = "You are a helpful assistant that gives the correct output for the given task immediately."
@@ -73,3 +74,33 @@ def self_edit_messages(
         {"role": "system", "content": system},
         {"role": "user", "content": self_edit_user_text(task, instruction)},
     ]
+
+
+# The menus of template decoding: SEAL's free-form numbers as choices around its oracle recipe (lr 1e-4, 2 epochs).
+LEARNING_RATES = ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")
+EPOCHS = ("1", "2", "3", "4", "5", "6", "8", "10")
+
+
+def _choice(name: str) -> Hole:
+    return Hole(name, options=("true", "false"))
+
+
+# The reply skeleton of SELF_EDIT_INSTRUCTION with a hole for every value, for template decoding
+# (`seal.decoding: template`, see seal/structured.py): the model picks each value, the template writes the JSON.
+SELF_EDIT_TEMPLATE: tuple[str | Hole, ...] = (
+    '{\n  "data_generation": {\n    "use_basic_augmentations": ',
+    _choice("use_basic_augmentations"),
+    ',\n    "use_size_augmentations": ',
+    _choice("use_size_augmentations"),
+    ',\n    "use_chain_augmentations": ',
+    _choice("use_chain_augmentations"),
+    ',\n    "use_repeat_augmentations": ',
+    _choice("use_repeat_augmentations"),
+    '\n  },\n  "training": {\n    "strategy": "train_using_',
+    Hole("strategy", options=("all", "output")),
+    '_tokens",\n    "learning_rate": ',
+    Hole("learning_rate", options=LEARNING_RATES),
+    ',\n    "num_train_epochs": ',
+    Hole("num_train_epochs", options=EPOCHS),
+    "\n  }\n}",
+)

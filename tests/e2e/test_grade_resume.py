@@ -46,7 +46,7 @@ def test_kill_and_resume_sends_no_answered_request_twice(tmp_path: Path) -> None
         command = [
             sys.executable,
             "-m",
-            "runners.grade_cmd",
+            "runners.cli.grade",
             str(bundle),
             "--judge",
             MODEL,

@@ -30,6 +30,12 @@ class GenerationRequest:
     # Constrained decoding: only tokens whose text consists of these characters (and end-of-turn) may be generated,
     # e.g. a grid's alphabet; None = unconstrained. Log-probabilities stay those of the unconstrained model.
     allowed_chars: str | None = None
+    # The start of the reply, written for the model: generation continues after it, and it is not part of the
+    # returned text (structured sampling fills a template this way).
+    prefill: str = ""
+    # The reply is exactly one of these strings: every generated token continues one of them, and generation ends
+    # as soon as one is complete and no other continues it (a choice sampled with the model's own probabilities).
+    choices: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -44,6 +50,10 @@ class GenerationRequest:
             raise ValueError(f"GenerationRequest: n must be >= 1, got {self.n}")
         if self.allowed_chars is not None and not self.allowed_chars:
             raise ValueError("GenerationRequest: allowed_chars is empty (None means unconstrained)")
+        if self.choices is not None and (not self.choices or not all(self.choices)):
+            raise ValueError("GenerationRequest: choices must be non-empty strings (None means unconstrained)")
+        if self.choices is not None and self.allowed_chars is not None:
+            raise ValueError("GenerationRequest: give choices or allowed_chars, not both")
         if self.temperature == 0 and self.n > 1:
             raise ValueError("GenerationRequest: n > 1 with greedy decoding gives n identical samples; sample instead")
 

@@ -42,6 +42,11 @@ def _sample_seed(seed: int, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def _choice_complete(choices: Sequence[str], partial: str) -> bool:
+    """`partial` is one of the choices and no other choice continues it."""
+    return partial in choices and not any(c != partial and c.startswith(partial) for c in choices)
+
+
 def _top_p_sample(probs: torch.Tensor, top_p: float, generator: torch.Generator) -> int:
     """Sample from the smallest set of tokens whose probability reaches top_p (nucleus sampling)."""
     if top_p < 1.0:
@@ -82,6 +87,8 @@ class HFGenerator:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else min(self.stop_ids)
         self._allowed_masks: dict[str, torch.Tensor] = {}
+        self._texts: list[str] | None = None  # each token id's text, for choice-constrained decoding
+        self._ids_by_text: dict[str, list[int]] = {}
 
     # ---- public
 
@@ -94,7 +101,7 @@ class HFGenerator:
         outputs: list[GenerationOutput | None] = [None] * len(requests)
         for adapter in ordered:
             indices = groups[adapter]
-            prompts = {index: encode_prompt(self.tokenizer, requests[index].messages) for index in indices}
+            prompts = {i: encode_prompt(self.tokenizer, requests[i].messages, requests[i].prefill) for i in indices}
             rows = [_Row(prompts[i], requests[i], sample) for i in indices for sample in range(requests[i].n)]
             # Longest first, so each batch holds prompts of similar length (little padding).
             order = sorted(range(len(rows)), key=lambda r: -len(rows[r].prompt))
@@ -113,6 +120,29 @@ class HFGenerator:
         return [output for output in outputs if output is not None]
 
     # ---- internals
+
+    def _token_texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+            for token_id, text in enumerate(self._texts):
+                if text and token_id not in self.stop_ids:
+                    self._ids_by_text.setdefault(text, []).append(token_id)
+        return self._texts
+
+    def _choice_mask(self, choices: Sequence[str], partial: str, vocab_size: int, device: torch.device) -> torch.Tensor:
+        """Tokens that keep `partial` a prefix of some choice, plus the stop tokens once `partial` is a choice."""
+        self._token_texts()
+        allowed: set[int] = set()
+        for choice in choices:
+            if choice.startswith(partial) and choice != partial:
+                rest = choice[len(partial) :]
+                for end in range(1, len(rest) + 1):
+                    allowed.update(self._ids_by_text.get(rest[:end], ()))
+        if partial in choices:
+            allowed.update(self.stop_ids)
+        mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        mask[[i for i in allowed if i < vocab_size]] = True
+        return mask
 
     def _allowed_mask(self, chars: str, vocab_size: int, device: torch.device) -> torch.Tensor:
         """True for every token id whose text uses only `chars`, and for the stop tokens (computed once)."""
@@ -149,7 +179,7 @@ class HFGenerator:
         texts, counts, reasons, logprobs = [], [], [], []
         for completion in completions:
             body = completion.tokens
-            if completion.finish_reason == "stop":
+            if completion.finish_reason == "stop" and body and body[-1] in self.stop_ids:
                 body = body[:-1]
             texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
             counts.append(len(completion.tokens))
@@ -197,6 +227,7 @@ class HFGenerator:
         want_logprobs = any(row.request.return_logprobs for row in rows)
         completions = [_Completion([], [], "length") for _ in rows]
         active = [True] * len(rows)
+        partial = [""] * len(rows)  # the text so far of rows decoding one of `choices`
 
         was_training = self.model.training
         self.model.eval()
@@ -215,6 +246,9 @@ class HFGenerator:
                     if row.request.allowed_chars is not None:
                         mask = self._allowed_mask(row.request.allowed_chars, logits.shape[-1], logits.device)
                         logits[b] = logits[b].masked_fill(~mask, float("-inf"))
+                    elif row.request.choices is not None and active[b]:
+                        mask = self._choice_mask(row.request.choices, partial[b], logits.shape[-1], logits.device)
+                        logits[b] = logits[b].masked_fill(~mask, float("-inf"))
                 greedy_choice = logits.argmax(dim=-1).tolist()
                 fed = []
                 for b, row in enumerate(rows):
@@ -230,7 +264,11 @@ class HFGenerator:
                     completion.tokens.append(token)
                     if log_probs is not None:
                         completion.logprobs.append(float(log_probs[b, token]))
-                    if token in self.stop_ids:
+                    if row.request.choices is not None and token not in self.stop_ids:
+                        partial[b] += self._token_texts()[token]
+                    if token in self.stop_ids or (
+                        row.request.choices is not None and _choice_complete(row.request.choices, partial[b])
+                    ):
                         completion.finish_reason = "stop"
                         active[b] = False
                     elif len(completion.tokens) >= row.request.max_new_tokens:

@@ -59,8 +59,8 @@ def engine_kwargs(
 
 def sampling_kwargs(request: GenerationRequest, stop_token_ids: Sequence[int]) -> dict[str, Any]:
     """Keyword arguments for `vllm.SamplingParams(...)` for one request."""
-    if request.allowed_chars is not None:
-        raise ValueError("constrained decoding (allowed_chars) is implemented by the hf backend only")
+    if request.allowed_chars is not None or request.choices is not None:
+        raise ValueError("constrained decoding (allowed_chars, choices) is implemented by the hf backend only")
     return {
         "n": request.n,
         "temperature": request.temperature,
@@ -93,7 +93,7 @@ class LoraRegistry:
 
 def prompt_inputs(tokenizer: Any, request: GenerationRequest) -> dict[str, list[int]]:
     """The prompt as token ids (a vLLM TokensPrompt), rendered by our template code so no BOS is doubled."""
-    return {"prompt_token_ids": encode_prompt(tokenizer, request.messages)}
+    return {"prompt_token_ids": encode_prompt(tokenizer, request.messages, request.prefill)}
 
 
 def output_from_vllm(result: Any, request: GenerationRequest) -> GenerationOutput:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from grading.bundle import write_bundle
-from runners.grade_cmd import grade
+from runners.cli.grade import grade
 from tests.fixtures.ollama_server import FakeOllama
 from tests.unit.grading.conftest import MODEL, qa_items
 
@@ -133,7 +133,7 @@ class Blocked(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is not installed (blocked by the test)")
         return None
 sys.meta_path.insert(0, Blocked())
-from runners.grade_cmd import grade
+from runners.cli.grade import grade
 try:
     grade(sys.argv[1:], prog_name="seal grade", standalone_mode=False)
 finally:
@@ -176,7 +176,7 @@ def test_the_cli_module_starts_without_importing_the_client() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, runners.grade_cmd; print(sorted(m for m in sys.modules "
+            "import sys, runners.cli.grade; print(sorted(m for m in sys.modules "
             "if m.split('.')[0] in {'grading', 'ollama', 'httpx', 'torch'}))",
         ],
         cwd=REPO,
@@ -186,6 +186,6 @@ def test_the_cli_module_starts_without_importing_the_client() -> None:
     )
     assert completed.stdout.strip() == "[]", completed.stderr
     help_text = subprocess.run(
-        [sys.executable, "-m", "runners.grade_cmd", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "runners.cli.grade", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
     ).stdout
     assert "seal grade report DIR" in help_text

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from runners.cli import main
-from runners.run_cmd import EXIT_WAITING
+from runners.cli.driver import EXIT_WAITING
 from runners.store import RunStore
 
 SMALL = ["--profile", "cpu", "--no-progress",

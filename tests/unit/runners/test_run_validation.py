@@ -14,7 +14,7 @@ TASK = {"train": [{"input": [[1, 0]], "output": [[0, 1]]}], "test": [{"input": [
 
 
 def _ttt(run_dir: Path, *sets: str):  # type: ignore[no-untyped-def]
-    args = ["ttt", "run", "demo", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0"]
+    args = ["ttt", "run", "demo_ttt", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0"]
     for item in sets:
         args += ["--set", item]
     return CliRunner().invoke(main, args)
@@ -50,7 +50,7 @@ def test_changed_task_content_is_refused_on_resume_naming_the_task(tmp_path: Pat
     assert _ttt(run_dir, *sets, "run.claim_timeout_s=60").exit_code == 1  # an excluded key does not hide it
     allowed = CliRunner().invoke(
         main,
-        ["ttt", "run", "demo", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0",
+        ["ttt", "run", "demo_ttt", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0",
          "--allow-config-change", *[x for s in sets for x in ("--set", s)]],
     )  # fmt: skip
     assert allowed.exit_code == 0, allowed.output

@@ -183,3 +183,40 @@ def test_constrained_decoding_emits_only_the_allowed_characters(tiny: tuple) -> 
     assert all(set(text) <= {"0", "1"} for text in sampled.texts)
     with pytest.raises(ValueError, match="allowed_chars is empty"):
         _request(PROMPTS[0], allowed_chars="")
+
+
+def test_choices_make_the_reply_exactly_one_option_sampled_by_the_model(tiny: tuple) -> None:
+    model, tokenizer = tiny
+    generator = HFGenerator(model, tokenizer)
+    options = ("true", "false", "1e-4", "10", "1")
+    outputs = generator.generate(
+        [_request(PROMPTS[i % 4], choices=options, temperature=1.0, n=4, seed=i) for i in range(4)]
+        + [_request(PROMPTS[0], choices=options)]
+    )
+    texts = [text for output in outputs for text in output.texts]
+    assert all(text in options for text in texts), texts
+    assert len(set(texts)) > 1  # sampled, not fixed
+    with pytest.raises(ValueError, match="choices"):
+        _request(PROMPTS[0], choices=("a", ""))
+
+
+def test_prefill_continues_the_reply_and_is_not_returned(tiny: tuple) -> None:
+    """Greedy decoding after a prefilled reply start equals a plain argmax loop over prompt + prefill."""
+    import torch
+
+    from ttt.examples import encode_prompt
+
+    model, tokenizer = tiny
+    request = _request(PROMPTS[1], prefill="[[1, 2]", max_new_tokens=6)
+    output = HFGenerator(model, tokenizer).generate([request])[0]
+    ids = encode_prompt(tokenizer, request.messages, request.prefill)
+    assert output.prompt_tokens == len(ids) > len(encode_prompt(tokenizer, request.messages))
+    generated: list[int] = []
+    with torch.no_grad():
+        for _ in range(6):
+            logits = model(torch.tensor([ids + generated])).logits[0, -1]
+            generated.append(int(logits.argmax()))
+            if generated[-1] in end_of_turn_ids(tokenizer):
+                generated.pop()
+                break
+    assert output.text == tokenizer.decode(generated, skip_special_tokens=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runners.run_cmd import UserError
+from runners.cli.driver import UserError
 
 
 @click.command("export")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from runners.cli.driver import execute_run, load_cli_config, profile_option, run_options, set_option
 from runners.config import to_yaml
-from runners.run_cmd import execute_run, load_cli_config, profile_option, run_options, set_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -63,15 +63,11 @@ def doctor_cmd(ollama_host: str | None) -> None:
 
 
 # Commands kept in their own modules; each imports only click and light modules at the top.
-from runners.arc_cmd import arc  # noqa: E402
-from runners.demo_cmd import demo  # noqa: E402
-from runners.export_cmd import export  # noqa: E402
-from runners.grade_cmd import grade  # noqa: E402
-from runners.ttt_cmd import ttt  # noqa: E402
+from runners.cli.arc import arc  # noqa: E402
+from runners.cli.demo import demo  # noqa: E402
+from runners.cli.export import export  # noqa: E402
+from runners.cli.grade import grade  # noqa: E402
+from runners.cli.ttt import ttt  # noqa: E402
 
 for _command in (arc, demo, export, grade, ttt):
     main.add_command(_command)
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runners.run_cmd import execute_run, run_options
+from runners.cli.driver import execute_run, run_options
 
 
 @click.group("arc")

@@ -1,0 +1,5 @@
+"""`python -m runners.cli …` is the `seal` command."""
+
+from runners.cli import main
+
+main()
