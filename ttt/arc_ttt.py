@@ -65,6 +65,7 @@ def run_task(
     *,
     view_seed: int | None = None,
     train_on: ArcTask | None = None,
+    stop_if_capped: bool = False,
 ) -> TaskOutcome:
     """Adapt `slot` to the task whose test inputs are `subtasks` (all share the demos), then answer every test.
 
@@ -72,6 +73,8 @@ def run_task(
     loop gives every self-edit of a task the same `view_seed`, so their rewards differ because of the self-edit,
     not because they were scored on other views.
     `train_on`: build the training data from this task's demos instead (the wrong-task control).
+    `stop_if_capped`: when SEAL's step cap switches training off, return at once without answering (`solved` None,
+    no tests): the caller already knows what the unadapted model answers.
     `save_adapter_to`: write the trained adapter to this folder and name it in the generation requests (what a
     generator outside this process, such as vLLM, needs); None generates from the adapter in memory."""
     if not subtasks:
@@ -100,6 +103,10 @@ def run_task(
     trained = train(slot, examples, replace(recipe.train, seed=seed))
     timings["train_compute"] = trained.forward_backward_seconds
     timings["train_other"] = trained.seconds - trained.forward_backward_seconds
+    if stop_if_capped and trained.capped:
+        timings["total"] = time.perf_counter() - started
+        unanswered = {"task_id": parent, "solved": None, "tests": []}
+        return TaskOutcome(unanswered, _train_metrics(trained), dict(data.stats), timings, [])
 
     adapter = ACTIVE_ADAPTER
     if save_adapter_to is not None:
@@ -134,7 +141,11 @@ def run_task(
     timings["vote"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
 
-    train_metrics = {
+    return TaskOutcome(record, _train_metrics(trained), dict(data.stats), timings, raw)
+
+
+def _train_metrics(trained: Any) -> dict[str, Any]:
+    return {
         "steps": trained.steps,
         "epochs_run": trained.epochs_run,
         "capped": trained.capped,
@@ -148,4 +159,3 @@ def run_task(
         "peak_memory_kind": trained.peak_memory_kind,
         "precision": trained.precision,
     }
-    return TaskOutcome(record, train_metrics, dict(data.stats), timings, raw)

@@ -130,6 +130,7 @@ class SftResult:
     checkpoint_interval_steps: int | None = None  # the widest spacing between this call's saves (None: no save)
     save_seconds: float = 0.0
     train_seconds: float = 0.0  # wall time of this call's training loop, saves included
+    forward_backward_seconds: float = 0.0  # inside the trainer's training_step: forward, loss and backward
     adapter_dir: Path | None = None
     precision: str = ""
 
@@ -447,7 +448,20 @@ def train_sft(
     set_seed(settings.seed)  # before LoRA is attached, so every run starts from the same adapter weights
     model = _with_lora(_load_base(model_path), settings)
     scheduler = _save_scheduler(settings, checkpoints, _read_save_seconds(resume), progress)
-    trainer = SFTTrainer(
+
+    class TimedTrainer(SFTTrainer):  # type: ignore[misc]
+        """Counts the time spent in forward and backward, for the iteration benchmark's overhead share."""
+
+        forward_backward_seconds = 0.0
+
+        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return super().training_step(*args, **kwargs)
+            finally:
+                self.forward_backward_seconds += time.perf_counter() - start
+
+    trainer = TimedTrainer(
         model=model,
         args=_sft_config(settings, checkpoints, precision.name, device.type != "cuda"),
         train_dataset=_dataset(used),
@@ -476,6 +490,7 @@ def train_sft(
         checkpoint_interval_steps=_widest_gap(scheduler.start_step, scheduler.saved_steps),
         save_seconds=scheduler.save_seconds,
         train_seconds=train_seconds,
+        forward_backward_seconds=trainer.forward_backward_seconds,
         adapter_dir=adapter_dir,
         precision=precision.name,
     )

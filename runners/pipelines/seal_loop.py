@@ -239,10 +239,9 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
                 worker, group, edit, view_seed=view_seed(cfg, group), train_seed=unit_seed(cfg.run.seed, unit)
             )
             head["edit"] = domain.edit_to_dict(edit)
-            if evaluation.rejected is not None:
-                return _unusable(
-                    cfg, head, evaluation.result, evaluation.rejected.reason, evaluation.rejected.code, evaluation
-                )
+            if evaluation.rejected is not None:  # found while applying it (ARC: over SEAL's step cap)
+                head["train"] = evaluation.result.get("train")
+                return _unusable(cfg, head, bases[group].result, evaluation.rejected.reason, evaluation.rejected.code)
             return Outcome("ok", {**head, "reward": evaluation.reward, "evaluation": evaluation.result})
 
         return Processor(process)
@@ -263,21 +262,13 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
     return stages
 
 
-def _unusable(
-    cfg: Config,
-    head: dict[str, Any],
-    base_or_own: dict[str, Any],
-    reason: str,
-    code: str,
-    evaluation: Any = None,
-) -> Outcome:
+def _unusable(cfg: Config, head: dict[str, Any], base: dict[str, Any], reason: str, code: str) -> Outcome:
     """A self-edit that cannot be applied as written. `reward0`: recorded invalid, reward 0. SEAL's rule
-    (`train_zero_epochs`): it trains 0 epochs, so it scores what the unadapted model scores."""
+    (`train_zero_epochs`): it trains 0 epochs, so it scores what the unadapted model scores (the `base` stage)."""
     if cfg.seal.invalid == "reward0":
         return Outcome("invalid", {**head, "reward": 0.0, "code": code}, reason)
-    scored = evaluation.result if evaluation is not None else base_or_own.get("evaluation", base_or_own)
-    reward = evaluation.reward if evaluation is not None else base_or_own.get("reward")
-    return Outcome("ok", {**head, "reward": reward, "zero_epochs": True, "code": code, "evaluation": scored}, reason)
+    scored = {"reward": base.get("reward"), "zero_epochs": True, "code": code, "evaluation": base.get("evaluation")}
+    return Outcome("ok", {**head, **scored}, reason)
 
 
 def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool) -> list[StageSpec]:
@@ -407,6 +398,7 @@ def _behaviour_clone(cfg: Config, store: RunStore, i: int, stage: str, rows_path
         "checkpoints_saved": trained.checkpoints_saved,
         "save_seconds": trained.save_seconds,
         "train_seconds": trained.train_seconds,
+        "timings": {"train_compute": trained.forward_backward_seconds, "train_total": trained.train_seconds},
         "precision": trained.precision,
     }
     return Outcome("ok", result, artifacts={"adapter": relative})

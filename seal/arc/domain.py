@@ -56,13 +56,17 @@ class ArcDomain:
     def evaluate(
         self, worker: Worker, group: str, edit: ArcSelfEdit | None, *, view_seed: int, train_seed: int
     ) -> Evaluation:
+        """A self-edit over SEAL's step cap is not answered: it trains 0 epochs, so it would answer exactly what
+        the unadapted model answers (the loop's `base` stage has that); it comes back rejected, unscored."""
         recipe = self.zero_epoch_recipe() if edit is None else recipe_for(edit, self.base_recipe)
-        evaluation = self.evaluate_recipe(worker, group, recipe, view_seed=view_seed, train_seed=train_seed)
+        evaluation = self.evaluate_recipe(
+            worker, group, recipe, view_seed=view_seed, train_seed=train_seed, stop_if_capped=edit is not None
+        )
         train = evaluation.result["train"]
         if edit is not None and train.get("capped"):
             steps = f"{edit.epochs} epochs x {train.get('examples')} examples / batch {recipe.train.batch_size}"
             reason = f"over SEAL's step cap ({steps} > {recipe.train.max_steps_cap} steps): trained 0 epochs"
-            return replace(evaluation, rejected=Rejected(reason, "over_step_cap"))
+            return Evaluation(evaluation.result, None, Rejected(reason, "over_step_cap"))
         return evaluation
 
     def evaluate_recipe(
@@ -74,6 +78,7 @@ class ArcDomain:
         view_seed: int,
         train_seed: int,
         train_on: str | None = None,
+        stop_if_capped: bool = False,
     ) -> Evaluation:
         """One TTT run of `group` under `recipe`; `train_on`: take the training data from that task instead
         (the wrong-task control)."""
@@ -89,6 +94,7 @@ class ArcDomain:
             train_seed,
             view_seed=view_seed,
             train_on=source,
+            stop_if_capped=stop_if_capped,
         )
         result = outcome.to_dict()
         solved = result.get("solved")

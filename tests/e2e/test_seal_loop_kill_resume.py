@@ -109,7 +109,7 @@ def test_seal_iteration_killed_at_every_stage_resumes_to_the_uninterrupted_resul
         lambda: _checkpoint_exists(run_dir) and _recorded(run_dir, "it0.sft") == 0,
         lambda: _recorded(run_dir, "it1.sample") >= 1,
     ]
-    kills, killed_mid_sft = 0, False
+    kills, killed_mid_sft, fired = 0, False, []
     for n, trigger in enumerate(triggers):
         proc = subprocess.Popen(_cmd(run_dir), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 600
@@ -119,8 +119,9 @@ def test_seal_iteration_killed_at_every_stage_resumes_to_the_uninterrupted_resul
             proc.send_signal(signal.SIGKILL)
             kills += 1
             killed_mid_sft = killed_mid_sft or n == 2
+            fired.append(n)
         proc.wait()
-    assert kills >= 3, "the runs ended before they could be killed"
+    assert kills >= 3, f"the runs ended before they could be killed (kills landed at triggers {fired})"
     resumed = subprocess.run(_cmd(run_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

@@ -33,7 +33,7 @@ def _records(run_dir: Path, stage: str) -> dict[str, Any]:
 def garbage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished iteration in which the tiny model's self-edits are all unusable."""
     run_dir = tmp_path_factory.mktemp("seal") / "run"
-    result = _rl(run_dir)
+    result = _rl(run_dir, "--set", "seal.decoding=free")
     assert result.exit_code == 0, result.output
     return run_dir
 
@@ -65,13 +65,31 @@ def test_garbage_self_edits_are_bounded_recorded_with_reasons_and_the_model_is_c
     assert all(r.config_hash for r in inner.values())  # every line says which config produced it
 
 
+def test_template_decoding_gives_usable_self_edits_that_are_applied_or_capped_with_a_reason(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = _rl(run_dir, "--set", "train.max_steps_cap=12")  # demo: seal.decoding=template; 4 examples x 3 epochs
+    assert result.exit_code == 0, result.output
+    samples = _records(run_dir, "it0.sample")
+    assert all(a["accepted"] for r in samples.values() for a in r.result["attempts"])
+    assert all(len(r.result["attempts"]) == 2 for r in samples.values())  # k = 2 accepted in the first round
+    inner = _records(run_dir, "it0.inner")
+    for record in inner.values():
+        epochs = record.result["edit"]["training"]["num_train_epochs"]
+        if epochs * 4 > 12:  # SEAL's step cap: recorded invalid with the reason, never answered
+            assert record.status == "invalid" and record.result["code"] == "over_step_cap"
+            assert "over SEAL's step cap" in record.reason and "evaluation" not in record.result
+        else:
+            assert record.status == "ok" and record.result["evaluation"]["train"]["steps"] == epochs * 4
+            assert record.result["reward"] in (0.0, 1.0)
+
+
 def test_raising_the_iteration_count_continues_a_finished_run(garbage_run: Path, tmp_path: Path) -> None:
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(garbage_run, run_dir)
     before = (run_dir / "stages" / "it0.inner" / "journal.jsonl").read_text()
-    result = _rl(run_dir, "--iterations", "2")
+    result = _rl(run_dir, "--iterations", "2", "--set", "seal.decoding=free")
     assert result.exit_code == 0, result.output
     assert "stage it0.inner: 4 selected, 4 already recorded, processed 0" in result.output
     assert "stage it1.select: 1 selected, 0 already recorded, processed 1" in result.output
