@@ -79,6 +79,8 @@ class TrainConfig:
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     max_len: int = 8192  # tokens per training example
     loss: Literal["output_tokens", "all_tokens"] = "output_tokens"
+    max_grad_norm: float | None = 1.0  # HF Trainer's default, which SEAL inherits; null: no clipping
+    packing: Literal["auto", "packed", "sequential"] = "auto"  # auto: packed on CUDA, one forward per example on CPU
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def recipe_from_config(cfg: Config) -> Any:
         lr=t.learning_rate, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
         warmup_steps=t.warmup_steps, lr_schedule=t.schedule, max_steps_cap=t.max_steps_cap,
         weight_decay=t.weight_decay, grad_checkpointing=t.grad_checkpointing, dtype=t.dtype, max_len=t.max_len,
+        max_grad_norm=t.max_grad_norm, packing=t.packing,
     ))
     views = _section("infer", lambda: ViewSettings(  # the views must speak the format the adapter was trained on
         leave_out=i.leave_out, permutations_per_subset=i.permutations_per_subset, transforms=i.transforms,

@@ -144,3 +144,40 @@ def test_loop_settings_are_checked_before_the_manifest(tmp_path: Path) -> None:
         result = _rl(tmp_path / "run", "--set", bad)
         assert result.exit_code == 1 and message in result.output, (bad, result.output)
         assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_export_covers_every_iteration_and_control_with_provenance(tmp_path: Path) -> None:
+    from grading.bundle import read_bundle
+
+    run_dir = tmp_path / "run"
+    controls = [
+        "--set",
+        "controls.oracle=true",
+        "--set",
+        "controls.wrong_task=true",
+        "--set",
+        "controls.format_matched=true",
+    ]
+    assert _rl(run_dir, "--set", "train.max_steps_cap=null", *controls).exit_code == 0
+    bundle = tmp_path / "bundle.jsonl"
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(bundle)])
+    assert result.exit_code == 0, result.output
+    items = read_bundle(bundle)
+    conditions = {item.provenance["condition"] for item in items}
+    assert conditions == {
+        "it0.base",
+        "it0.inner",
+        "ctl.format",
+        "ctl.oracle",
+        "ctl.wrong_task",
+        "it1.base",
+        "it1.inner",
+    }
+    inner = [item for item in items if item.provenance["condition"] == "it1.inner"]
+    assert {item.provenance["unit"] for item in inner} == {
+        f"{t}.k{k}" for t in ("66e6c45b", "c7d4e6ad") for k in (0, 1)
+    }
+    assert len({item.item_id for item in items}) == len(items)  # every evaluation's answer is its own item
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert all(item.provenance["config_hash"] == manifest["config_hash"] for item in items)
+    assert all(item.gold for item in items)

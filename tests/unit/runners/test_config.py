@@ -97,3 +97,33 @@ def test_all_digit_task_ids_stay_text_in_overrides() -> None:
     assert cfg.arc.task_ids == ("00576224", "66e6c45b")
     assert cfg.train.learning_rate == pytest.approx(1e-4)
     assert load_config("demo", "cpu", ["train.epochs=3"]).train.epochs == 3
+
+
+def test_every_inner_loop_setting_is_reachable_from_the_config_with_the_same_default() -> None:
+    """The config sections mirror ttt's settings dataclasses; this keeps the mirror whole: every setting can be set
+    (except the per-unit seed, which the pipeline derives) and an untouched config gives ttt's own defaults."""
+    import dataclasses
+
+    from runners.config import build_config
+    from runners.pipelines.arc_ttt import recipe_from_config
+    from ttt.arc import TTTDataSettings, ViewSettings
+    from ttt.arc_ttt import TaskRecipe
+    from ttt.lora import LoraSettings
+    from ttt.train import TrainSettings
+
+    recipe = recipe_from_config(build_config({}))
+    assert recipe.train == TrainSettings()
+    assert recipe.data == TTTDataSettings()
+    assert recipe.views == ViewSettings(grid_format=recipe.data.grid_format)
+    assert (recipe.loss, recipe.vote, recipe.max_new_tokens) == (TaskRecipe().loss, TaskRecipe().vote, 1024)
+    cfg = build_config({})
+    assert LoraSettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=cfg.lora.targets) == LoraSettings()
+    # Each TrainSettings field is moved by some config key: change every key at once and compare.
+    changed = build_config({"train": {"learning_rate": 3e-4, "epochs": 5, "batch_size": 3, "grad_accum": 2,
+        "warmup_steps": 1, "schedule": "linear", "max_steps_cap": 99, "weight_decay": 0.1, "grad_checkpointing": True,
+        "dtype": "bf16", "max_len": 100, "max_grad_norm": None, "packing": "sequential"}})  # fmt: skip
+    moved = recipe_from_config(changed).train
+    unmoved = [
+        f.name for f in dataclasses.fields(TrainSettings) if getattr(moved, f.name) == getattr(TrainSettings(), f.name)
+    ]
+    assert unmoved == ["seed"]
