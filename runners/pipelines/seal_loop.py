@@ -381,24 +381,32 @@ def _behaviour_clone(cfg: Config, store: RunStore, i: int, stage: str, rows_path
         save_every_steps=r.save_every_steps,
         seed=unit_seed(cfg.run.seed, stage),
     )
-    trained = train_sft(base_path, tokenizer, sft_rows(items, tokenizer), settings, store.work_dir(stage, SFT_UNIT))
+    work = store.work_dir(stage, SFT_UNIT)
+    finished = work / "result.json"  # written once training is over: a kill after it does not retrain
     relative = f"artifacts/{stage}/{SFT_UNIT}/adapter"
+    if finished.exists() and (work / "adapter").is_dir():
+        result = json.loads(finished.read_text(encoding="utf-8"))
+    else:
+        trained = train_sft(base_path, tokenizer, sft_rows(items, tokenizer), settings, work)
+        result = {
+            "carried_forward": False,
+            "rows": len(items),
+            "rows_used": trained.rows_used,
+            "rows_dropped_too_long": trained.rows_dropped_too_long,
+            "steps": trained.steps,
+            "losses": trained.losses,
+            "learning_rates": trained.learning_rates,
+            "resumed_from_step": trained.resumed_from_step,
+            "checkpoint_interval_steps": trained.checkpoint_interval_steps,
+            "checkpoints_saved": trained.checkpoints_saved,
+            "save_seconds": trained.save_seconds,
+            "train_seconds": trained.train_seconds,
+            "timings": {"train_compute": trained.forward_backward_seconds, "train_total": trained.train_seconds},
+            "precision": trained.precision,
+        }
+        from runners.store import atomic_write_text
+
+        atomic_write_text(finished, json.dumps(result))
     with store.write_artifact(stage, SFT_UNIT) as folder:
-        shutil.copytree(trained.adapter_dir, folder / "adapter")
-    result = {
-        "carried_forward": False,
-        "rows": len(items),
-        "rows_used": trained.rows_used,
-        "rows_dropped_too_long": trained.rows_dropped_too_long,
-        "steps": trained.steps,
-        "losses": trained.losses,
-        "learning_rates": trained.learning_rates,
-        "resumed_from_step": trained.resumed_from_step,
-        "checkpoint_interval_steps": trained.checkpoint_interval_steps,
-        "checkpoints_saved": trained.checkpoints_saved,
-        "save_seconds": trained.save_seconds,
-        "train_seconds": trained.train_seconds,
-        "timings": {"train_compute": trained.forward_backward_seconds, "train_total": trained.train_seconds},
-        "precision": trained.precision,
-    }
+        shutil.copytree(work / "adapter", folder / "adapter")
     return Outcome("ok", result, artifacts={"adapter": relative})
