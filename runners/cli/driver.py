@@ -162,6 +162,9 @@ def execute_run(
             f"({statuses})" + (f", {len(s.held_elsewhere)} held by other workers" if s.held_elsewhere else ""),
             err=True,
         )
+        outcome = pipeline.stage_outcome(cfg, store, s.stage) if hasattr(pipeline, "stage_outcome") else None
+        if outcome:
+            click.echo(f"  → {outcome}", err=True)
     if all(s.complete for s in summaries) and len(summaries) == len(stages):
         click.echo(pipeline.summarize(cfg, store))
     errors = sum(s.by_status.get("error", 0) for s in summaries)

@@ -16,7 +16,7 @@ from typing import Any
 
 from runners.config import Config, ConfigError
 from runners.pipelines import arc_ttt
-from runners.pipelines.seal_loop import LoopParts, Processor, WorkerPool, seal_stages, view_seed
+from runners.pipelines.seal_loop import LoopParts, Processor, WorkerPool, seal_stages, stage_outcome, view_seed
 from runners.stage import Outcome, StageSpec, unit_seed
 from runners.store import RunStore
 
@@ -25,6 +25,7 @@ CONFIG_SECTIONS = ("model", "lora", "train", "arc", "ttt_data", "infer", "seal",
 CONFIG_EXCLUDE = ("seal.iterations", "seal.evaluate_final", "model.cache_dir", "run.claim_timeout_s")
 
 FORMAT, ORACLE, WRONG_TASK = "ctl.format", "ctl.oracle", "ctl.wrong_task"
+__all__ = ["CONFIG_EXCLUDE", "CONFIG_SECTIONS", "data_identity", "export_items", "stage_outcome", "stages", "summarize"]
 
 
 def build_domain(cfg: Config) -> Any:

@@ -410,3 +410,52 @@ def _behaviour_clone(cfg: Config, store: RunStore, i: int, stage: str, rows_path
     with store.write_artifact(stage, SFT_UNIT) as folder:
         shutil.copytree(work / "adapter", folder / "adapter")
     return Outcome("ok", result, artifacts={"adapter": relative})
+
+
+def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
+    """One line saying what a loop stage found (printed by the run driver under the stage's counts)."""
+    step = stage.split(".", 1)[-1]
+    records = store.records(stage)
+    if not records:
+        return None
+    results = [r.result or {} for r in records.values()]
+    if step == "sample":
+        drawn = sum(len(r.get("attempts", [])) for r in results)
+        accepted = sum(sum(1 for a in r.get("attempts", []) if a["accepted"]) for r in results)
+        codes: dict[str, int] = {}
+        for r in results:
+            for a in r.get("attempts", []):
+                if not a["accepted"]:
+                    codes[a["code"]] = codes.get(a["code"], 0) + 1
+        rejected = ", ".join(f"{n} {code}" for code, n in sorted(codes.items()))
+        return f"{accepted} of {drawn} sampled self-edits usable" + (f"; rejected: {rejected}" if rejected else "")
+    if step in ("base", "oracle", "format", "wrong_task"):
+        solved = sum(1 for r in results if r.get("reward"))
+        return f"{solved} of {len(results)} tasks solved"
+    if step == "inner":
+        invalid = [r for r in records.values() if r.status == "invalid"]
+        codes = {}
+        for r in invalid:
+            codes[r.result.get("code", "?")] = codes.get(r.result.get("code", "?"), 0) + 1
+        solved = sum(1 for r in records.values() if r.status == "ok" and r.result.get("reward"))
+        unusable = ", ".join(f"{n} {code}" for code, n in sorted(codes.items()))
+        return f"{solved} of {len(records)} self-edits solved their task" + (
+            f"; unusable: {unusable}" if unusable else ""
+        )
+    if step == "select":
+        r = results[0]
+        return f"{len(r.get('selected', []))} of {r.get('candidates', 0)} scored self-edits selected ({r.get('rule')})"
+    if step == "sft":
+        r = results[0]
+        if r.get("carried_forward"):
+            return r.get("reason")
+        losses = r.get("losses") or [float("nan")]
+        loss = f"loss {losses[0]:.3f} → {losses[-1]:.3f}"
+        return f"cloned on {r.get('rows_used')} self-edits: {r.get('steps')} steps, {loss}"
+    if step == "merge":
+        r = results[0]
+        model = r.get("model", {})
+        return f"next model: {model.get('artifact') or model.get('spec')}" + (
+            " (carried forward)" if r.get("carried_forward") else ""
+        )
+    return None
