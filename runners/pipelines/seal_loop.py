@@ -215,8 +215,13 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
 
     def make_base() -> Processor:
         worker, ref = worker_for_iteration()
+        earlier = store.records(stage_name(i - 1, "base")) if i > 0 else {}
 
         def process(group: str) -> Outcome:
+            before = earlier.get(group)
+            if before is not None and before.status == "ok" and before.result.get("model") == ref:
+                # The model was carried forward: same model, same views, so the same answers. Not recomputed.
+                return Outcome("ok", {**before.result, "reused_from": stage_name(i - 1, "base")})
             evaluation = domain.evaluate(worker, group, None, view_seed=view_seed(cfg, group), train_seed=0)
             return Outcome("ok", {"model": ref, "reward": evaluation.reward, "evaluation": evaluation.result})
 
@@ -236,7 +241,11 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
                 return _unusable(cfg, head, bases[group].result, attempt["reason"], attempt["code"])
             edit = domain.parse(attempt["text"])
             evaluation = domain.evaluate(
-                worker, group, edit, view_seed=view_seed(cfg, group), train_seed=unit_seed(cfg.run.seed, unit)
+                worker,
+                group,
+                edit,
+                view_seed=view_seed(cfg, group),
+                train_seed=unit_seed(cfg.run.seed, f"{inner}.{unit}"),
             )
             head["edit"] = domain.edit_to_dict(edit)
             if evaluation.rejected is not None:  # found while applying it (ARC: over SEAL's step cap)

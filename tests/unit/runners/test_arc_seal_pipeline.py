@@ -60,6 +60,11 @@ def test_garbage_self_edits_are_bounded_recorded_with_reasons_and_the_model_is_c
     merge = _records(garbage_run, "it0.merge")["merge"]
     assert merge.result == {"carried_forward": True, "model": {"spec": "tiny"}} and merge.artifacts == {}
     assert all(r.result["model"] == {"spec": "tiny"} for r in _records(garbage_run, "it1.sample").values())
+    it1_base = _records(garbage_run, "it1.base")  # the same model on the same views: reused, not recomputed
+    assert all(r.result["reused_from"] == "it0.base" for r in it1_base.values())
+    assert {u: r.result["evaluation"] for u, r in it1_base.items()} == {
+        u: r.result["evaluation"] for u, r in _records(garbage_run, "it0.base").items()
+    }
     report = (garbage_run / "report" / "arc_seal.md").read_text()
     assert "iteration-0 self-edits" in report and "0/4 = 0.00" in report and "carried forward" in report
     assert all(r.config_hash for r in inner.values())  # every line says which config produced it
