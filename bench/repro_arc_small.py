@@ -46,13 +46,14 @@ def _pool(per_seed: list[dict[str, dict]], seed: int = 0) -> dict[str, dict]:
     for stage in stages:
         by_task: dict[str, list[float]] = {}
         base_by_task: dict[str, list[float]] = {}
-        pairs = pairs_solved = 0
+        pairs = pairs_solved = pairs_usable = 0
         for data in per_seed:
             cond = data.get(stage)
             if cond is None:
                 continue
             pairs += cond["pairs"]
             pairs_solved += cond["pairs_solved"]
+            pairs_usable += cond.get("pairs_usable", 0)
             for task, value in cond["per_task"].items():
                 by_task.setdefault(task, []).append(value)
                 base = data.get(base_stage, {}).get("per_task", {}).get(task)
@@ -70,6 +71,7 @@ def _pool(per_seed: list[dict[str, dict]], seed: int = 0) -> dict[str, dict]:
             "delta_ci95": bootstrap_ci(deltas, seed=seed) if stage != base_stage else None,
             "pairs": pairs,
             "pairs_solved": pairs_solved,
+            "pairs_usable": pairs_usable,
             "tasks_solved_any": sum(1 for v in by_task.values() if max(v) > 0),
         }
     return pooled
@@ -79,13 +81,15 @@ def _table(pooled: dict[str, dict]) -> str:
     def ci(x: list[float] | tuple[float, float] | None) -> str:
         return "n/a" if x is None else f"[{x[0]:.3f}, {x[1]:.3f}]"
 
-    rows = ["| condition | tasks | pairs solved | tasks solved (any seed) | mean | 95% CI | Δ vs in-context | 95% CI |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| condition | tasks | self-edits usable | pairs solved | tasks solved (any seed) | mean | 95% CI |"
+            " Δ vs in-context | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for stage, c in pooled.items():
         pairs = f"{c['pairs_solved']}/{c['pairs']}" if c["pairs"] else "—"
+        usable = f"{c['pairs_usable']}/{c['pairs']}" if c["pairs"] else "—"
         delta = "—" if c["delta_vs_incontext"] is None else f"{c['delta_vs_incontext']:+.3f}"
         rows.append(
-            f"| {c['name']} (`{stage}`) | {c['tasks']} | {pairs} | {c['tasks_solved_any']} | {c['mean']:.3f} | "
+            f"| {c['name']} (`{stage}`) | {c['tasks']} | {usable} | {pairs} | {c['tasks_solved_any']} | "
+            f"{c['mean']:.3f} | "
             f"{ci(c['ci95'])} | {delta} | {ci(c['delta_ci95'])} |"
         )
     return "\n".join(rows)

@@ -43,6 +43,7 @@ class Condition:
     per_task: dict[str, float]  # task → fraction of its self-edits (or its one run) that solved it
     pairs: int = 0  # (task, k) pairs scored, for self-edit conditions
     pairs_solved: int = 0
+    pairs_usable: int = 0  # applied as written (not rejected, not over the step cap)
 
     @property
     def any_solved(self) -> set[str]:
@@ -72,6 +73,7 @@ def _self_edits(store: RunStore, stage: str, name: str) -> Condition | None:
             solved.setdefault(task, []).append(float(reward))  # an invalid self-edit is an unsolved pair
     cond = Condition(name, stage, {t: sum(v) / len(v) for t, v in solved.items()})
     cond.pairs = sum(len(v) for v in solved.values())
+    cond.pairs_usable = sum(1 for r in records.values() if r.status == "ok" and not (r.result or {}).get("zero_epochs"))
     cond.pairs_solved = int(sum(sum(v) for v in solved.values()))
     return cond
 
@@ -131,15 +133,16 @@ def arc_seal_report(cfg: Config, store: RunStore) -> str:
     tasks = sorted(set().union(*(c.per_task for c in conditions))) if conditions else []
     base = conditions[0] if conditions and conditions[0].stage == "it0.base" else None
     rows = [
-        "| condition | stage | tasks | pairs solved (paper metric) | tasks solved (any) | mean per task, 95% CI |"
-        " Δ vs in-context, paired 95% CI |",
-        "|---|---|---|---|---|---|---|",
+        "| condition | stage | tasks | self-edits usable | pairs solved (paper metric) | tasks solved (any) |"
+        " mean per task, 95% CI | Δ vs in-context, paired 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for cond in conditions:
         common = [t for t in tasks if t in cond.per_task]
         values = [cond.per_task[t] for t in common]
         mean = sum(values) / len(values) if values else float("nan")
         pairs = f"{cond.pairs_solved}/{cond.pairs} = {cond.pairs_solved / cond.pairs:.2f}" if cond.pairs else "—"
+        usable = f"{cond.pairs_usable}/{cond.pairs}" if cond.pairs else "—"
         delta = "—"
         if base is not None and cond is not base:
             paired = [t for t in common if t in base.per_task]
@@ -148,7 +151,8 @@ def arc_seal_report(cfg: Config, store: RunStore) -> str:
                 mean_diff = (sum(ours) - sum(theirs)) / len(paired)
                 delta = f"{mean_diff:+.2f} {_fmt(paired_ci(ours, theirs, seed=cfg.run.seed))}"
         rows.append(
-            f"| {cond.name} | {cond.stage} | {len(common)} | {pairs} | {len(cond.any_solved)}/{len(common)} | "
+            f"| {cond.name} | {cond.stage} | {len(common)} | {usable} | {pairs} | "
+            f"{len(cond.any_solved)}/{len(common)} | "
             f"{mean:.2f} {_fmt(bootstrap_ci(values, seed=cfg.run.seed))} | {delta} |"
         )
     own = (
@@ -178,6 +182,12 @@ def arc_seal_report(cfg: Config, store: RunStore) -> str:
 def report_data(cfg: Config, store: RunStore) -> dict[str, Any]:
     """The same numbers as JSON (for the reproduction script that pools seeds)."""
     return {
-        c.stage: {"name": c.name, "per_task": c.per_task, "pairs": c.pairs, "pairs_solved": c.pairs_solved}
+        c.stage: {
+            "name": c.name,
+            "per_task": c.per_task,
+            "pairs": c.pairs,
+            "pairs_solved": c.pairs_solved,
+            "pairs_usable": c.pairs_usable,
+        }
         for c in collect_conditions(cfg, store)
     }
