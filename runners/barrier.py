@@ -51,8 +51,23 @@ def check_barrier(
     selection: Selection,
 ) -> Waiting | None:
     """The first unmet need of `spec`, or None. `units`: the resolved unit lists of the earlier stages."""
+    mine: set[str] | None = None
+    if spec.needs_per_group and isinstance(spec.units, list):
+        group = spec.group or (lambda unit: unit)
+        chosen = select_units(
+            spec.units,
+            only=selection.only,
+            limit=selection.limit,
+            chunk=selection.chunk,
+            group=spec.group,
+            strict=False,
+        )
+        mine = {group(u) for u in chosen}
     for need in spec.needs:
         needed_units = units[need]
+        if mine is not None:
+            need_group = specs[need].group or (lambda unit: unit)
+            needed_units = [u for u in needed_units if need_group(u) in mine]
         done = store.journal(need).done_units()  # every journal*.jsonl of the stage: all chunks
         missing = [u for u in needed_units if u not in done]
         if missing:

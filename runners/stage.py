@@ -52,6 +52,9 @@ class StageSpec:
     needs: tuple[str, ...] = ()
     single: bool = False
     group: Callable[[str], str] | None = None
+    # The barrier asks only for the needed stages' units of the groups this worker selected (an inner loop of task
+    # T needs T's self-edits, not every task's), so `--only T` and each chunk go as far as their own groups allow.
+    needs_per_group: bool = False
 
     def __post_init__(self) -> None:
         check_stage_name(self.name)

@@ -264,6 +264,7 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
             make_inner,
             needs=(sample, base),
             group=group_of_inner,
+            needs_per_group=True,
         ),
     ]
     if rl:

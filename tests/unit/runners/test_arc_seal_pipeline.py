@@ -109,18 +109,22 @@ def test_two_chunks_meet_at_the_barriers_and_the_single_stages_run_once(tmp_path
     """Two workers taking turns (as two Colab sessions would): each runs its chunk until a stage needs the other
     chunk's units, says what it waits for and exits 75; the single-unit stages run once, whoever gets there."""
     run_dir = tmp_path / "run"
-    outputs = []
+    outputs, finished = [], set()
     for turn in range(10):
-        result = _rl(run_dir, "--chunk", f"{turn % 2 + 1}/2", *CLONE_EVERYTHING)
+        chunk = f"{turn % 2 + 1}/2"
+        result = _rl(run_dir, "--chunk", chunk, *CLONE_EVERYTHING)
         outputs.append(result.output)
         if result.exit_code == 0:
-            break
+            finished.add(chunk)
+            if len(finished) == 2:
+                break
+            continue
         assert result.exit_code == EXIT_WAITING, result.output
         assert "waiting: stage " in result.output and "Traceback" not in result.output
     else:
         pytest.fail("the chunks never finished:\n" + "\n".join(outputs))
-    assert len(outputs) > 2  # the barriers really made the chunks wait for each other
-    assert "(chunk 2/2)" in outputs[0]  # the first worker is told which chunk it waits for
+    assert "waiting: stage it0.select" in outputs[0] and "(chunk 2/2)" in outputs[0]  # told which chunk it waits for
+    assert "stage it0.inner: 2 selected" in outputs[0]  # its own tasks' inner loops ran before the barrier
     assert len(_records(run_dir, "it0.select")["select"].result["selected"]) == 4  # both chunks' self-edits
     assert _records(run_dir, "it0.merge")["merge"].artifacts == {"model": "artifacts/it0.merge/merge/model"}
     model = {"artifact": "artifacts/it0.merge/merge/model"}
@@ -188,3 +192,17 @@ def test_export_covers_every_iteration_and_control_with_provenance(tmp_path: Pat
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert all(item.provenance["config_hash"] == manifest["config_hash"] for item in items)
     assert all(item.gold for item in items)
+
+
+def test_only_and_limit_name_tasks_and_later_stages_wait_instead_of_crashing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    only = _rl(run_dir, "--only", "c7d4e6ad", "--set", "seal.decoding=free")
+    assert only.exit_code == EXIT_WAITING, only.output
+    # The task goes through sampling and its inner loops (they need only its own samples); selection needs all.
+    assert "waiting: stage it0.select needs it0.sample: 1 of 2 units not recorded yet" in only.output, only.output
+    assert set(_records(run_dir, "it0.inner")) == {"c7d4e6ad.k0", "c7d4e6ad.k1"}  # both self-edits of the task
+    limited = _rl(run_dir, "--limit", "1", "--set", "seal.decoding=free")  # the first task: 66e6c45b
+    assert limited.exit_code == 0, limited.output  # now every task is recorded: the run goes to the end
+    assert set(_records(run_dir, "it0.inner")) == {f"{t}.k{k}" for t in ("66e6c45b", "c7d4e6ad") for k in (0, 1)}
+    unknown = _rl(run_dir, "--only", "nosuchtask", "--set", "seal.decoding=free")
+    assert unknown.exit_code == 1 and "nosuchtask" in unknown.output and "Traceback" not in unknown.output
