@@ -155,13 +155,28 @@ class ClaimBoard:
         return self._break_and_claim(path)
 
     def _create(self, path: Path) -> bool:
+        """Claim by making `path` appear with its holder already written. A claim file created empty and filled
+        afterwards could be left empty by a SIGKILL in between, and an unreadable claim can only be judged by its
+        age: a restarted worker would then skip the unit. So the holder goes into a private file that is
+        hard-linked into place (atomic, and fails if the claim exists); mounts without hard links fall back to an
+        exclusive create."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        holder = json.dumps({**self.worker, "claimed_at": time.time()})
+        tmp = self.folder / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(holder, encoding="utf-8")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as fh:
-            json.dump({**self.worker, "claimed_at": time.time()}, fh)
+        except OSError:  # no hard links here (Google Drive, some FUSE/SMB mounts)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as fh:
+                fh.write(holder)
+        finally:
+            tmp.unlink(missing_ok=True)
         with self._lock:
             self._held.add(path)
         self._ensure_heartbeat()
