@@ -23,6 +23,12 @@ from typing import Any, Literal
 
 import yaml
 
+from ttt.settings import LoraSettings, TrainSettings
+
+# The inner loop's own defaults (torch-free): the config sections below take theirs from these, never a copy.
+_LORA = LoraSettings()
+_TRAIN = TrainSettings()
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who has to fix it."""
@@ -59,28 +65,30 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    rank: int = 128
-    alpha: int = 16
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj", "gate_proj", "down_proj", "up_proj")
+    rank: int = _LORA.rank
+    alpha: int = int(_LORA.alpha)
+    dropout: float = _LORA.dropout
+    targets: tuple[str, ...] = _LORA.targets
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    learning_rate: float = 1e-4
-    epochs: int = 2
-    batch_size: int = 2
-    grad_accum: int = 1
-    warmup_steps: int = 11
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    max_steps_cap: int | None = 375  # SEAL: more optimizer steps than this → the update is skipped
-    weight_decay: float = 0.0
-    grad_checkpointing: bool = False
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    max_len: int = 8192  # tokens per training example
+    """The inner loop's training settings (`ttt.settings.TrainSettings`) under their config names."""
+
+    learning_rate: float = _TRAIN.lr
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size
+    grad_accum: int = _TRAIN.grad_accum
+    warmup_steps: int = _TRAIN.warmup_steps
+    schedule: Literal["cosine", "linear", "constant"] = _TRAIN.lr_schedule  # type: ignore[assignment]
+    max_steps_cap: int | None = _TRAIN.max_steps_cap  # SEAL: more optimizer steps than this → the update is skipped
+    weight_decay: float = _TRAIN.weight_decay
+    grad_checkpointing: bool = _TRAIN.grad_checkpointing
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = _TRAIN.dtype  # type: ignore[assignment]
+    max_len: int = _TRAIN.max_len  # tokens per training example
     loss: Literal["output_tokens", "all_tokens"] = "output_tokens"
-    max_grad_norm: float | None = 1.0  # HF Trainer's default, which SEAL inherits; null: no clipping
-    packing: Literal["auto", "packed", "sequential"] = "auto"  # auto: packed on CUDA, one forward per example on CPU
+    max_grad_norm: float | None = _TRAIN.max_grad_norm  # HF Trainer's default, which SEAL inherits; null: no clipping
+    packing: Literal["auto", "packed", "sequential"] = _TRAIN.packing  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

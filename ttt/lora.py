@@ -18,33 +18,15 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ttt.settings import SEAL_TARGETS, LoraSettings  # noqa: F401  (re-exported)
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-SEAL_TARGETS = ("q_proj", "v_proj", "gate_proj", "down_proj", "up_proj")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA shape; defaults are SEAL's ARC inner loop (rank 128, alpha 16, no dropout, five projections)."""
-
-    rank: int = 128
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = SEAL_TARGETS
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
-        if not self.targets:
-            raise ValueError("LoRA targets: at least one module name is needed")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
 
 class AdapterError(ValueError):

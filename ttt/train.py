@@ -29,50 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ttt.examples import IGNORE_INDEX, EncodedExample
-
-LR_SCHEDULES = ("cosine", "linear", "constant")
-DTYPES = ("auto", "fp32", "bf16", "fp16")
-PACKINGS = ("auto", "packed", "sequential")  # auto: packed on CUDA, sequential elsewhere
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything one inner-loop training call needs; defaults follow SEAL's ARC inner loop (§A5)."""
-
-    lr: float = 1e-4
-    epochs: int = 2
-    batch_size: int = 2
-    grad_accum: int = 1
-    warmup_steps: int = 11
-    lr_schedule: str = "cosine"
-    # SEAL: when epochs * len(data) // batch_size exceeds this, epochs becomes 0 (no training). None: no cap.
-    max_steps_cap: int | None = 375
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0  # HF Trainer's default, which SEAL inherits
-    grad_checkpointing: bool = False
-    dtype: str = "auto"
-    max_len: int = 8192  # longer examples are skipped (and counted), never truncated
-    packing: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
-            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule {self.lr_schedule!r}: expected one of {LR_SCHEDULES}"),
-            (self.max_steps_cap is None or self.max_steps_cap >= 0, "max_steps_cap must be >= 0 or None"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm must be > 0 or None"),
-            (self.dtype in DTYPES, f"dtype {self.dtype!r}: expected one of {DTYPES}"),
-            (self.max_len >= 2, f"max_len must be >= 2, got {self.max_len}"),
-            (self.packing in PACKINGS, f"packing {self.packing!r}: expected one of {PACKINGS}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"TrainSettings: {message}")
+from ttt.settings import DTYPES, LR_SCHEDULES, PACKINGS, TrainSettings  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

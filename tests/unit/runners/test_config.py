@@ -127,3 +127,15 @@ def test_every_inner_loop_setting_is_reachable_from_the_config_with_the_same_def
         f.name for f in dataclasses.fields(TrainSettings) if getattr(moved, f.name) == getattr(TrainSettings(), f.name)
     ]
     assert unmoved == ["seed"]
+
+
+def test_restem_defaults_are_the_behaviour_cloning_trainers_defaults() -> None:
+    from runners.config import build_config
+    from ttt.sft import SftSettings
+
+    r, sft = build_config({}).restem, SftSettings()
+    ours = (r.lora.rank, r.lora.alpha, r.lora.dropout, r.lora.targets, r.epochs, r.batch_size, r.grad_accum,
+            r.learning_rate, r.schedule, r.warmup_steps, r.max_len, r.save_overhead, r.save_every_steps)  # fmt: skip
+    theirs = (sft.rank, sft.alpha, sft.dropout, sft.targets, sft.epochs, sft.batch_size, sft.grad_accum, sft.lr,
+              sft.schedule, sft.warmup_steps, sft.max_len, sft.save_overhead, sft.save_every_steps)  # fmt: skip
+    assert ours == theirs
