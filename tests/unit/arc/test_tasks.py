@@ -56,7 +56,7 @@ def test_every_curated_id_loads_from_its_arc_agi_1_split(name, split, count):
 
 
 def test_data_folder_copies_equal_the_packaged_id_lists():
-    assert sorted(subset_names()) == ["seal-eval-1b", "seal-train-1b"]
+    assert sorted(subset_names()) == ["seal-eval-1b", "seal-train-1b", "small-grids-30"]
     for packaged in PACKAGE_SUBSETS.glob("*.txt"):
         assert (REPO / "data" / "arc" / packaged.name).read_bytes() == packaged.read_bytes()
 
@@ -153,3 +153,16 @@ def test_the_arc_layer_imports_without_torch_or_numpy():
     code = "import sys, ttt.arc; print(sorted({'torch', 'numpy', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_small_grids_subset_is_30_training_tasks_with_grids_of_at_most_10_by_10():
+    ids = resolve_task_ids("small-grids-30")
+    assert len(ids) == len(set(ids)) == 30
+    tasks = load_tasks("arcagi", "training", ids=ids)
+    assert {t.parent_id for t in tasks} == set(ids)
+    for task in tasks:
+        for pair in [*task.demos, task.test]:
+            for grid in (pair.input, pair.output):
+                assert grid is None or (len(grid.rows) <= 10 and all(len(r) <= 10 for r in grid.rows))
+    seal_small = [i for i in resolve_task_ids("seal-train-1b") if i in ids]
+    assert ids[: len(seal_small)] == seal_small and len(seal_small) == 10  # SEAL's curated tasks come first
