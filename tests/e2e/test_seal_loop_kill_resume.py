@@ -2,9 +2,9 @@
 SIGKILLed several times at moments spread over every stage, mid-SFT included, then resumed; the journals and the
 merged weights must equal an uninterrupted run's.
 
-The tiny random model writes no valid self-edit, so these runs use SEAL's rule for unusable self-edits (trained 0
-epochs, scored like the base model) and a threshold of 0: every sampled self-edit is cloned, which exercises
-selection, SFT with checkpoints, merging and iteration 1 sampling from the merged model.
+The tiny random model never solves a task, so these runs clone every scored self-edit (a threshold of 0; SEAL's
+rule for unusable ones), which exercises selection, SFT with checkpoints, merging and iteration 1 sampling from the
+merged model; no step cap, so every self-edit trains.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 ARGS = [
     "--profile", "cpu", "--no-progress",
     "--set", "model.spec=tiny",
-    "--set", "ttt_data.nmax=4",
+    "--set", "ttt_data.nmax=8",
+    "--set", "train.max_steps_cap=null",
     "--set", "infer.max_new_tokens=8",
     "--set", "seal.max_new_tokens=24",
     "--set", "seal.invalid=train_zero_epochs",
     "--set", "seal.select=threshold",
     "--set", "seal.threshold=0.0",
-    "--set", "restem.epochs=12",
+    "--set", "restem.epochs=30",
     "--set", "restem.batch_size=1",
-    "--set", "restem.save_every_steps=4",
+    "--set", "restem.save_every_steps=10",
 ]  # fmt: skip
 # Wall-clock figures differ between runs; everything else must not.
 VOLATILE = {"timings", "seconds", "train_seconds", "save_seconds", "peak_memory_bytes", "peak_memory_kind", "t",
@@ -95,7 +96,7 @@ def test_seal_iteration_killed_at_every_stage_resumes_to_the_uninterrupted_resul
     expected = _journals(reference)
     assert set(expected) >= set(STAGES)
     sft = expected["it0.sft"]["sft"]["result"]
-    assert sft["steps"] == 12 * 4 and not sft["carried_forward"]  # 2 tasks x 2 self-edits cloned, 12 epochs
+    assert sft["steps"] == 30 * 4 and not sft["carried_forward"]  # 2 tasks x 2 self-edits cloned, 30 epochs
     assert expected["it0.merge"]["merge"]["artifacts"] == {"model": "artifacts/it0.merge/merge/model"}
     assert "SEAL on ARC" in done.stdout
 
