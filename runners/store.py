@@ -381,6 +381,17 @@ class RunStore:
         assert existing is not None
         changes = _config_changes(existing, config, config_hash, config_changes)
         data_changes = _data_changes(existing.get("data_identity"), data_identity)
+        if (changes or data_changes) and self.only_failures():
+            # Units were tried under the old settings and every one failed (e.g. on a model that cannot load):
+            # there is nothing to protect, so the corrected command simply starts the run afresh.
+            log.warning("%s: no unit recorded yet; restarting under the new settings: %s", self.root, changes)
+            session = {**(session or {}), "replaced_unused_config": changes + data_changes}
+            manifest = {**existing, "config_hash": config_hash, "config": config}
+            if data_identity is not None:
+                manifest["data_identity"] = dict(sorted(data_identity.items()))
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+            self._append_session(config_hash, session)
+            return manifest
         if changes or data_changes:
             if not allow_config_change:
                 raise RunStoreError(_refusal(self.root, existing, config_hash, changes, data_changes))
@@ -388,6 +399,15 @@ class RunStore:
             session = {**(session or {}), "allowed_changes": changes + data_changes}
         self._append_session(config_hash, session)
         return existing
+
+    def only_failures(self) -> bool:
+        """Whether units were tried and every one failed: journal lines exist, and all are `error`."""
+        stages = self.root / "stages"
+        if not stages.is_dir():
+            return False
+        statuses = [set(Journal(f).refresh().values()) for f in stages.iterdir() if f.is_dir()]
+        seen = set().union(*statuses) if statuses else set()
+        return seen == {"error"}
 
     def _append_session(self, config_hash: str, session: dict[str, Any] | None) -> None:
         entry = {"config_hash": config_hash, "t": time.time(), "argv": sys.argv, "host": socket.gethostname()}

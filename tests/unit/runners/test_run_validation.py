@@ -13,8 +13,19 @@ from runners.cli import main
 TASK = {"train": [{"input": [[1, 0]], "output": [[0, 1]]}], "test": [{"input": [[1, 1]], "output": [[1, 1]]}]}
 
 
-def _ttt(run_dir: Path, *sets: str):  # type: ignore[no-untyped-def]
-    args = ["ttt", "run", "demo_ttt", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0"]
+def _ttt(run_dir: Path, *sets: str, limit: int = 0):  # type: ignore[no-untyped-def]
+    args = [
+        "ttt",
+        "run",
+        "demo_ttt",
+        "--run-dir",
+        str(run_dir),
+        "--profile",
+        "cpu",
+        "--no-progress",
+        "--limit",
+        str(limit),
+    ]
     for item in sets:
         args += ["--set", item]
     return CliRunner().invoke(main, args)
@@ -38,8 +49,9 @@ def test_changed_task_content_is_refused_on_resume_naming_the_task(tmp_path: Pat
     (tasks / "aa11.json").write_text(json.dumps(TASK))
     (tasks / "bb22.json").write_text(json.dumps(TASK))
     run_dir = tmp_path / "run"
-    sets = ("model.spec=tiny", f"arc.source={tasks}", "arc.subset=null", "arc.task_ids=[]")
-    assert _ttt(run_dir, *sets).exit_code == 0
+    sets = ("model.spec=tiny", f"arc.source={tasks}", "arc.subset=null", "arc.task_ids=[]", "ttt_data.nmax=2",
+            "infer.max_new_tokens=4")  # fmt: skip
+    assert _ttt(run_dir, *sets, limit=1).exit_code == 0  # one task recorded: now the run has results to protect
     assert set(json.loads((run_dir / "manifest.json").read_text())["data_identity"]) == {"arc/aa11", "arc/bb22"}
     assert _ttt(run_dir, *sets).exit_code == 0  # same data: resumes
     edited = {**TASK, "test": [{"input": [[1, 1]], "output": [[2, 2]]}]}  # a corrected solution
@@ -60,8 +72,28 @@ def test_changed_task_content_is_refused_on_resume_naming_the_task(tmp_path: Pat
 
 def test_an_excluded_key_resumes_a_relevant_one_is_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    sets = ("model.spec=tiny", "arc.task_ids=[66e6c45b]")
-    assert _ttt(run_dir, *sets).exit_code == 0
+    sets = ("model.spec=tiny", "arc.task_ids=[66e6c45b]", "ttt_data.nmax=2", "infer.max_new_tokens=4")
+    assert _ttt(run_dir, *sets, limit=1).exit_code == 0
     assert _ttt(run_dir, *sets, "run.claim_timeout_s=60", "selftest.units=3").exit_code == 0
     refused = _ttt(run_dir, *sets, "train.epochs=5")
     assert refused.exit_code == 1 and "train.epochs: " in refused.output and "→ 5" in refused.output
+
+
+def test_a_run_whose_every_unit_failed_takes_the_corrected_config(tmp_path: Path) -> None:
+    """A run whose units all failed (say, on a hub model that could not be downloaded) has nothing to protect: the
+    corrected command starts it afresh instead of being refused as a config change. The failed unit is a journal
+    line written here (what a worker records for an infrastructure error): no hub can be reached in tests."""
+    from runners.store import RunStore, UnitRecord
+
+    run_dir = tmp_path / "run"
+    assert _ttt(run_dir, "model.spec=tiny", "arc.task_ids=[66e6c45b]").exit_code == 0  # manifest, nothing run
+    assert _ttt(run_dir, "model.spec=tiny:1", "arc.task_ids=[66e6c45b]").exit_code == 1  # nothing tried: refused
+    store = RunStore(run_dir)
+    store.journal("ttt").append(UnitRecord("66e6c45b", "error", "OSError: hub unreachable", None, 0.1))
+    store.close()
+    corrected = _ttt(run_dir, "model.spec=tiny:1", "arc.task_ids=[66e6c45b]", "train.epochs=3")
+    assert corrected.exit_code == 0, corrected.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["model"]["spec"] == "tiny:1" and manifest["config"]["train"]["epochs"] == 3
+    last = json.loads((run_dir / "sessions.jsonl").read_text().splitlines()[-1])
+    assert any(line.startswith("train.epochs") for line in last["replaced_unused_config"])
