@@ -209,8 +209,10 @@ def run_pipeline(
     progress: bool,
     config_hash: str | None = None,
 ) -> list[StageSummary]:
-    """Run the stages in order. The pipeline stops at the first stage that is incomplete for this worker (errors,
-    units held by other workers) or whose barrier is not met (its summary then carries `waiting`)."""
+    """Run the stages in order. The pipeline stops at a stage with errors (retry them first) or at one whose barrier
+    is not met (its summary then carries `waiting`). Units held by other workers stop it only in a pipeline that
+    declares no `needs` (its order is its only dependency); where needs are declared, the barriers say what waits,
+    so a second worker goes on to the stages it can do instead of quitting."""
     stages = list(stages)
     check_needs(stages)
     specs = {spec.name: spec for spec in stages}
@@ -224,6 +226,7 @@ def run_pipeline(
     units: dict[str, list[str]] = {}
     summaries: list[StageSummary] = []
     worker = worker_identity()
+    ordered_only = not any(spec.needs for spec in stages)
     for spec in stages:
         previous = summaries[-1] if summaries else None
         if previous is not None and previous.by_status.get("error", 0):
@@ -233,8 +236,8 @@ def run_pipeline(
             log.info("%s", waiting.message())
             summaries.append(StageSummary(stage=spec.name, selected=0, already_done=0, waiting=waiting))
             break
-        if previous is not None and not previous.complete:
-            break  # units held by other workers: this worker has nothing more to do now
+        if previous is not None and not previous.complete and ordered_only:
+            break  # units held by other workers, and nothing says what may run without them
         units[spec.name] = resolve_units(store, spec)
         if not spec.single:
             groups[spec.name] = _groups(spec, units[spec.name])
