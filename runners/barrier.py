@@ -22,8 +22,11 @@ class Waiting:
     missing: int
     total: int
     chunks: list[str] = field(default_factory=list)  # the `k/n` chunks holding missing units (under --chunk k/n)
+    note: str | None = None  # what the stage waits for when it is not another stage (e.g. verdicts to import)
 
     def message(self) -> str:
+        if self.note is not None:
+            return f"waiting: stage {self.stage}: {self.note}"
         where = ""
         if self.chunks:
             where = f" (chunk{'s' if len(self.chunks) > 1 else ''} {', '.join(self.chunks)})"

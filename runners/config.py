@@ -190,6 +190,90 @@ class ControlsConfig:
 
 
 @dataclass(frozen=True)
+class PassageTrainConfig:
+    """The knowledge inner loop's optimizer settings (SEAL §B4: 10 epochs, lr 1e-3, batch 1, linear, no warmup, none
+    of ARC's step cap). dtype, checkpointing and the length limit come from `train` (the platform profile)."""
+
+    learning_rate: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 1
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear", "constant"] = "linear"
+    max_grad_norm: float | None = 1.0  # HF Trainer's default, which SEAL inherits
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    """Knowledge incorporation from passages (seal-reference §B): data, self-edit prompt, inner loop, reward."""
+
+    # A JSON file in SEAL's SQuAD layout, a folder holding passages.json, or `hub:<dataset>[:<split>]` (SQuAD by
+    # paragraph through `datasets`, when a hub answers). Relative paths: from the working directory, then the repo.
+    source: str = "data/knowledge"
+    shuffle_seed: int | None = 42  # SEAL's subset rule: shuffle with seed 42, then slice; null: file order
+    train_passages: tuple[int, ...] = (200, 250)  # [start, end) of the shuffled passages RL iteration 0 trains on
+    new_train_each_iteration: bool = True  # iteration i trains on the slice shifted by i x its length (SEAL)
+    # [start, end) of the shuffled passages the final model and the controls are evaluated on (SEAL: the first 200);
+    # null: the training passages
+    eval_passages: tuple[int, ...] | None = (0, 200)
+    prompt: Literal["implications", "implications-long", "implications-very-long", "rewrite", "self-qa"] = (
+        "implications"
+    )
+    style: Literal["auto", "completion", "chat"] = "auto"  # auto: chat when the tokenizer has a chat template
+    include_passage: bool = True  # the passage itself is the last training sequence (SEAL)
+    split_newlines: bool = True  # one training sequence per line / question-answer pair (SEAL)
+    loss_start: str | None = None  # null: loss on the whole sequence; else only after this substring
+    rounds: int = 3  # independent TTT rounds per self-edit, rewards averaged (SEAL ranking: 3)
+    answer_max_new_tokens: int = 64
+    # What makes an answer correct: the judge, or a deterministic metric; auto: the judge when one is configured,
+    # else `contains` (the gold answer appears in the answer, normalised).
+    correct: Literal["auto", "judge", "contains", "em"] = "auto"
+    # accuracy: post-update accuracy (SEAL); gain: accuracy minus the unadapted model's; nll: decrease of the mean
+    # gold-answer NLL per token (judge-free and the most sensitive signal at small scale).
+    reward: Literal["accuracy", "gain", "nll"] = "accuracy"
+    lora: LoraConfig = field(
+        default_factory=lambda: LoraConfig(rank=32, alpha=64, dropout=0.0, targets=("q_proj", "v_proj"))
+    )
+    train: PassageTrainConfig = field(default_factory=PassageTrainConfig)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Who decides whether an answer is right (grading package). Unscored answers are never counted wrong."""
+
+    # null: deterministic metrics only. `deferred`: the run exports a bundle, `seal grade` grades it on a machine
+    # with Ollama, `seal grade import` brings the verdicts back, and the run continues. Else a judge spec as
+    # `seal grade --judge` takes it: ollama:<model>, openai-compat:<base_url>#<model>, hf:<model>.
+    spec: str | None = None
+    host: str | None = None  # Ollama host; null: $OLLAMA_HOST or http://127.0.0.1:11434
+    rubric: str = "seal-yesno"
+    concurrency: int = 1
+    timeout_s: float = 120.0
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class CptConfig:
+    """Continued pretraining on many passages (seal-reference §B7): every passage's sequences in one update."""
+
+    passages: tuple[int, ...] = (0, 200)  # [start, end) of the shuffled passages
+    self_edits: int = 1  # completions per passage whose sequences go into the update (SEAL: k)
+    lora: LoraConfig = field(
+        default_factory=lambda: LoraConfig(rank=32, alpha=64, dropout=0.0, targets=("q_proj", "v_proj"))
+    )
+    train: PassageTrainConfig = field(default_factory=lambda: PassageTrainConfig(epochs=3, batch_size=4, grad_accum=2))
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """Continual self-edits (seal-reference §B8): K passages in sequence, each update folded into the weights."""
+
+    passages_per_sequence: int = 8  # K
+    sequences: int = 5  # independent sequences (runs) averaged into the matrix
+    start: int = 0  # first shuffled passage used; sequence r takes [start + r*K, start + (r+1)*K)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     keep_adapters: bool = False
@@ -211,6 +295,10 @@ class Config:
     seal: SealConfig = field(default_factory=SealConfig)
     restem: RestemConfig = field(default_factory=RestemConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    cpt: CptConfig = field(default_factory=CptConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,8 +371,7 @@ def load_config(
         path = _yaml_file("platforms", profile)
         _deep_merge(merged, _read_yaml(path), str(path))
     if experiment:
-        path = _yaml_file("experiments", experiment)
-        _deep_merge(merged, _read_yaml(path), str(path))
+        _deep_merge(merged, _experiment_layers(experiment), experiment)
         merged.setdefault("experiment", Path(experiment).stem)
     if profile:
         merged["profile"] = Path(profile).stem
@@ -292,6 +379,24 @@ def load_config(
         key, value = parse_override(item)
         _set_dotted(merged, key, value)
     return build_config(merged)
+
+
+def _experiment_layers(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An experiment's YAML on top of the one it names in `extends:` (recursively), so a family of experiments
+    (the knowledge demo, its reproduction) writes down only what differs from its base."""
+    path = _yaml_file("experiments", name)
+    if str(path.resolve()) in chain:
+        cycle = " -> ".join([*(Path(c).stem for c in chain), path.stem])
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {cycle}")
+    data = _read_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'extends' must name another experiment config, got {base!r}")
+    merged = _experiment_layers(base, (*chain, str(path.resolve())))
+    _deep_merge(merged, data, str(path))
+    return merged
 
 
 def parse_override(item: str) -> tuple[str, Any]:

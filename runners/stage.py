@@ -55,6 +55,9 @@ class StageSpec:
     # The barrier asks only for the needed stages' units of the groups this worker selected (an inner loop of task
     # T needs T's self-edits, not every task's), so `--only T` and each chunk go as far as their own groups allow.
     needs_per_group: bool = False
+    # Called once the barrier is met: None when the stage may start, else what it waits for outside the run
+    # (verdicts graded elsewhere). It may prepare what the outside needs (write the bundle to grade).
+    ready: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         check_stage_name(self.name)
@@ -232,6 +235,10 @@ def run_pipeline(
         if previous is not None and previous.by_status.get("error", 0):
             break  # retry the errors first
         waiting = check_barrier(store, spec, specs, units, selection)
+        if waiting is None and spec.ready is not None:
+            note = spec.ready()
+            if note is not None:
+                waiting = Waiting(spec.name, "", 0, 0, note=note)
         if waiting is not None:
             log.info("%s", waiting.message())
             summaries.append(StageSummary(stage=spec.name, selected=0, already_done=0, waiting=waiting))

@@ -68,8 +68,9 @@ class Domain(Protocol):
         """Group ids (ARC tasks, passages) in their canonical order."""
         ...
 
-    def prompt(self, group: str) -> Sequence[Message]:
-        """The chat messages that ask the model for a self-edit of `group`."""
+    def prompt(self, group: str) -> Sequence[Message] | str:
+        """What asks the model for a self-edit of `group`: chat messages, or a plain text that a base model
+        continues (completion style)."""
         ...
 
     def parse(self, text: str) -> Any:
@@ -89,10 +90,36 @@ class Domain(Protocol):
         """The self-edit as JSON, for the journal."""
         ...
 
-    def evaluate(self, worker: Worker, group: str, edit: Any | None, *, view_seed: int, train_seed: int) -> Evaluation:
-        """Apply `edit` to the worker's model (None: no adaptation), answer the group's questions, score them."""
+    def evaluate(
+        self,
+        worker: Worker,
+        group: str,
+        edit: Any | None,
+        *,
+        view_seed: int,
+        train_seed: int,
+        base: dict[str, Any] | None = None,
+    ) -> Evaluation:
+        """Apply `edit` to the worker's model (None: no adaptation), answer the group's questions, score them.
+        `base`: the group's evaluation without adaptation (the loop's `base` stage), for rewards relative to it."""
         ...
 
     def grading_items(self, group: str, evaluation: dict[str, Any], provenance: dict[str, Any]) -> list[dict[str, Any]]:
-        """What `seal grade` must see to score this evaluation offline (one item per question/test input)."""
+        """What `seal grade` must see to score this evaluation offline (one item per question/test input).
+        Item ids start with `provenance["prefix"]` when it is given, so they are unique across a run."""
+        ...
+
+
+class DeferredRewards(Protocol):
+    """A domain whose rewards can wait for verdicts graded elsewhere (the knowledge domain with `judge: deferred`).
+    The loop then adds an export stage (a grading bundle) and a reward stage that waits for the imported verdicts."""
+
+    def needs_verdicts(self) -> bool:
+        """True when rewards are decided by verdicts that are graded outside the run."""
+        ...
+
+    def rescore(
+        self, evaluation: dict[str, Any], verdicts: Mapping[str, str | None], base: dict[str, Any] | None, prefix: str
+    ) -> tuple[dict[str, Any], float | None]:
+        """The evaluation with the verdicts filled in (item ids under `prefix`), and its reward (None: unscored)."""
         ...

@@ -22,7 +22,7 @@ class Scored:
     group: str
     k: int
     reward: float | None
-    prompt: tuple[Message, ...]
+    prompt: tuple[Message, ...] | str  # chat messages, or the plain text a base model continued
     response: str
 
 
@@ -49,12 +49,20 @@ def select(scored: Sequence[Scored], rule: str, threshold: float = 1.0) -> list[
 
 def sft_messages(item: Scored) -> list[dict[str, str]]:
     """The conversation the model is cloned on: the self-edit prompt, then the self-edit as its answer."""
+    if isinstance(item.prompt, str):
+        raise TypeError("sft_messages: this self-edit was sampled from a plain-text prompt, not a conversation")
     return [*(dict(m) for m in item.prompt), {"role": "assistant", "content": item.response}]
 
 
 def sft_rows(selected: Sequence[Scored], tokenizer: Any) -> list[Any]:
-    """Token ids with the loss on the response (and its end-of-turn token) only, from the chat template's own
-    message boundaries (ttt/examples.py), so any tokenizer works."""
-    from ttt.examples import encode_messages
+    """Token ids with the loss on the response only (ttt/examples.py): for a conversation, the final turn and its
+    end-of-turn token, from the chat template's own message boundaries; for a plain-text prompt, the completion
+    and an EOS (so the cloned model learns where a self-edit ends)."""
+    from ttt import examples
 
-    return [encode_messages(tokenizer, sft_messages(item), loss="output_tokens") for item in selected]
+    return [
+        examples.encode_completion(tokenizer, item.prompt, item.response, add_eos=True)
+        if isinstance(item.prompt, str)
+        else examples.encode_messages(tokenizer, sft_messages(item), loss="output_tokens")
+        for item in selected
+    ]

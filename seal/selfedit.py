@@ -127,7 +127,7 @@ def _default_key(edit: Any, as_dict: dict[str, Any]) -> str:
 
 def sample_self_edits(
     generator: Generator,
-    messages: Sequence[Mapping[str, str]],
+    prompt: Sequence[Mapping[str, str]] | str,
     parse: Callable[[str], Any],
     settings: SampleSettings,
     *,
@@ -135,7 +135,8 @@ def sample_self_edits(
     key: Callable[[Any], str] | None = None,
     to_dict: Callable[[Any], dict[str, Any]] | None = None,
 ) -> SampleResult:
-    """Sample until k self-edits parse (or `settings.attempt_budget` samples are drawn) for the prompt `messages`.
+    """Sample until k self-edits parse (or `settings.attempt_budget` samples are drawn) for `prompt`: chat messages,
+    or a plain text that a base model continues (completion style).
 
     `parse(text)` returns an edit or a `Rejected`; any other result (None, a string …) is a bug: TypeError.
     `key(edit)` de-duplicates when `settings.dedupe` (default: `edit.key()`, else the edit's dict as JSON);
@@ -147,8 +148,9 @@ def sample_self_edits(
     while accepted < settings.k and len(attempts) < budget:
         rounds += 1
         n = min(settings.k - accepted, budget - len(attempts))
+        source: dict[str, Any] = {"text": prompt} if isinstance(prompt, str) else {"messages": prompt}
         request = GenerationRequest(
-            messages,
+            **source,
             temperature=settings.temperature,
             top_p=settings.top_p,
             max_new_tokens=settings.max_new_tokens,

@@ -121,6 +121,14 @@ class LoopParts:
 
     domain: Domain
     workers: WorkerPool  # model folder → a worker holding that model, shared by consecutive stages
+    # The groups RL iteration i trains on (default: every group of the domain, every iteration).
+    train_groups: Callable[[int], list[str]] | None = None
+    # Held-out groups the models are evaluated on (`eval{i}.*` stages for iteration 0's and the final model, and the
+    # controls); None: the final model is evaluated on the training groups as `it{N}.*` (ARC).
+    eval_groups: list[str] | None = None
+
+    def groups_of_iteration(self, i: int) -> list[str]:
+        return list(self.train_groups(i)) if self.train_groups is not None else list(self.domain.groups())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,26 +160,76 @@ def model_location(cfg: Config, store: RunStore, ref: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def eval_name(i: int, step: str) -> str:
+    return f"eval{i}.{step}"
+
+
 def seal_stages(cfg: Config, store: RunStore, parts: LoopParts, controls: Sequence[StageSpec] = ()) -> list[StageSpec]:
-    """Every iteration's stages; `controls` (stages on iteration 0's model) run right after iteration 0's inner
-    loops, while that model is still loaded."""
+    """Every iteration's stages, then the evaluations. `controls` (stages on iteration 0's model) run right after
+    iteration 0's model has been evaluated on the groups they share, while that model is still loaded."""
     stages: list[StageSpec] = []
-    for i in range(cfg.seal.iterations):
-        stages += iteration_stages(cfg, store, parts, i, rl=True)
-        if i == 0:
-            stages[3:3] = list(controls)
-    if cfg.seal.evaluate_final:
-        stages += iteration_stages(cfg, store, parts, cfg.seal.iterations, rl=False)
-        if cfg.seal.iterations == 0:
-            stages += list(controls)
+    n = cfg.seal.iterations
+    held_out = parts.eval_groups is not None
+    for i in range(n):
+        rl = iteration_stages(cfg, store, parts, i, rl=True)
+        stages += rl
+        if i == 0 and not held_out:
+            stages[len(_answer_stages(rl)) : len(_answer_stages(rl))] = list(controls)
+    if not cfg.seal.evaluate_final:
+        return stages + (list(controls) if held_out else [])
+    if not held_out:
+        stages += iteration_stages(cfg, store, parts, n, rl=False)
+        return stages + (list(controls) if n == 0 else [])
+    # Held-out evaluation: iteration 0's model (the base-model self-edits, and the controls beside them), then the
+    # final one. Iteration 0's evaluation comes first so that raising seal.iterations adds stages and moves none.
+    assert parts.eval_groups is not None
+    stages += evaluation_stages(cfg, store, parts, 0, parts.eval_groups)
+    stages += list(controls)
+    if n > 0:
+        stages += evaluation_stages(cfg, store, parts, n, parts.eval_groups)
     return stages
 
 
+def _answer_stages(stages: Sequence[StageSpec]) -> list[StageSpec]:
+    """The leading stages that answer with the iteration's model (sample, base, inner): controls go after them."""
+    out = []
+    for spec in stages:
+        if spec.name.rsplit(".", 1)[-1] not in ("sample", "base", "inner"):
+            break
+        out.append(spec)
+    return out
+
+
 def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, rl: bool) -> list[StageSpec]:
+    """RL iteration i on its training groups (rl), or the final model's own self-edits evaluated as `it{N}.*`."""
+    groups = parts.groups_of_iteration(i) if rl else list(parts.domain.groups())
+    reuse = stage_name(i - 1, "base") if i > 0 else None
+    stages = answer_stages(cfg, store, parts, i, groups, prefix=f"it{i}", reuse_base_from=reuse)
+    if rl:
+        stages += _restem_stages(cfg, store, i, parts.workers, rewarded_by=stages[-1].name)
+    return stages
+
+
+def evaluation_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, groups: list[str]) -> list[StageSpec]:
+    """Iteration i's model on the held-out groups: `eval{i}.sample/base/inner` (and the deferred-grading stages)."""
+    return answer_stages(cfg, store, parts, i, groups, prefix=f"eval{i}", reuse_base_from="eval0.base" if i else None)
+
+
+def answer_stages(
+    cfg: Config,
+    store: RunStore,
+    parts: LoopParts,
+    i: int,
+    groups: list[str],
+    *,
+    prefix: str,
+    reuse_base_from: str | None,
+) -> list[StageSpec]:
+    """sample → base → inner with iteration i's model on `groups` (stage names `{prefix}.…`), then, when the
+    domain's rewards wait for verdicts graded elsewhere, export → reward. The last stage holds the rewards."""
     domain = parts.domain
-    groups = domain.groups()
     after_previous = (stage_name(i - 1, "merge"),) if i > 0 else ()
-    sample, base, inner = (stage_name(i, s) for s in ("sample", "base", "inner"))
+    sample, base, inner = (f"{prefix}.{s}" for s in ("sample", "base", "inner"))
     k_total = cfg.seal.self_edits
 
     def worker_for_iteration() -> tuple[Worker, dict[str, str]]:
@@ -192,7 +250,8 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
         )
 
         def process(group: str) -> Outcome:
-            messages = [dict(m) for m in domain.prompt(group)]
+            prompt = domain.prompt(group)
+            prompt = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
             timed = _TimedGenerator(worker.generator)
             generator: Any = timed
             if cfg.seal.decoding == "template":
@@ -201,27 +260,27 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
                 generator = TemplateGenerator(timed, domain.template())  # type: ignore[attr-defined]
             sampled = sample_self_edits(
                 generator,
-                messages,
+                prompt,
                 domain.parse,
                 settings,
                 seed=unit_seed(cfg.run.seed, f"{sample}.{group}"),
                 key=domain.edit_key,
                 to_dict=domain.edit_to_dict,
             )
-            result = {"model": ref, "prompt": messages, **sampled.to_dict()}
+            result = {"model": ref, "prompt": prompt, **sampled.to_dict()}
             return Outcome("ok", {**result, "timings": {"generate": timed.seconds}})
 
         return Processor(process)
 
     def make_base() -> Processor:
         worker, ref = worker_for_iteration()
-        earlier = store.records(stage_name(i - 1, "base")) if i > 0 else {}
+        earlier = store.records(reuse_base_from) if reuse_base_from else {}
 
         def process(group: str) -> Outcome:
             before = earlier.get(group)
             if before is not None and before.status == "ok" and before.result.get("model") == ref:
                 # The model was carried forward: same model, same views, so the same answers. Not recomputed.
-                return Outcome("ok", {**before.result, "reused_from": stage_name(i - 1, "base")})
+                return Outcome("ok", {**before.result, "reused_from": reuse_base_from})
             evaluation = domain.evaluate(worker, group, None, view_seed=view_seed(cfg, group), train_seed=0)
             return Outcome("ok", {"model": ref, "reward": evaluation.reward, "evaluation": evaluation.result})
 
@@ -246,6 +305,7 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
                 edit,
                 view_seed=view_seed(cfg, group),
                 train_seed=unit_seed(cfg.run.seed, f"{inner}.{unit}"),
+                base=bases[group].result.get("evaluation"),
             )
             head["edit"] = domain.edit_to_dict(edit)
             if evaluation.rejected is not None:  # found while applying it (ARC: over SEAL's step cap)
@@ -267,9 +327,25 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
             needs_per_group=True,
         ),
     ]
-    if rl:
-        stages += _restem_stages(cfg, store, i, parts.workers)
+    if _defers_rewards(domain):
+        from runners.pipelines.deferred_rewards import deferred_reward_stages
+
+        stages += deferred_reward_stages(
+            cfg,
+            store,
+            domain,
+            prefix,
+            base,
+            inner,
+            list(stages[2].units),
+            iteration=i,  # type: ignore[arg-type]
+        )
     return stages
+
+
+def _defers_rewards(domain: Any) -> bool:
+    needs = getattr(domain, "needs_verdicts", None)
+    return bool(callable(needs) and needs())
 
 
 def _unusable(cfg: Config, head: dict[str, Any], base: dict[str, Any], reason: str, code: str) -> Outcome:
@@ -281,7 +357,9 @@ def _unusable(cfg: Config, head: dict[str, Any], base: dict[str, Any], reason: s
     return Outcome("ok", {**head, **scored}, reason)
 
 
-def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool) -> list[StageSpec]:
+def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool, rewarded_by: str) -> list[StageSpec]:
+    """select → sft → merge. `rewarded_by`: the stage whose records carry the rewards, one per inner unit (the
+    inner stage itself, or the reward stage that filled in verdicts graded elsewhere)."""
     sample, inner = stage_name(i, "sample"), stage_name(i, "inner")
     select_stage, sft_stage, merge_stage = (stage_name(i, s) for s in ("select", "sft", "merge"))
 
@@ -290,17 +368,26 @@ def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool) ->
 
         def process(_: str) -> Outcome:
             samples = store.records(sample)
+            rewards = store.records(rewarded_by)
             candidates = []
             for unit, record in sorted(store.records(inner).items()):
                 if record.status != "ok":
                     continue  # invalid self-edits are never cloned; errors would have blocked the barrier
                 group, k = split_inner_unit(unit)
-                prompt = tuple(samples[group].result["prompt"])
-                candidates.append(Scored(group, k, record.result.get("reward"), prompt, record.result["text"]))
+                stored = samples[group].result["prompt"]
+                prompt = stored if isinstance(stored, str) else tuple(stored)
+                reward = rewards[unit].result.get("reward") if unit in rewards else None
+                candidates.append(Scored(group, k, reward, prompt, record.result["text"]))
             chosen = select(candidates, cfg.seal.select, cfg.seal.threshold)
             lines = [
                 json.dumps(
-                    {"group": s.group, "k": s.k, "reward": s.reward, "prompt": list(s.prompt), "response": s.response}
+                    {
+                        "group": s.group,
+                        "k": s.k,
+                        "reward": s.reward,
+                        "prompt": s.prompt if isinstance(s.prompt, str) else list(s.prompt),
+                        "response": s.response,
+                    }
                 )
                 for s in chosen
             ]
@@ -353,7 +440,13 @@ def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool) ->
         return Processor(process)
 
     return [
-        StageSpec(select_stage, [SELECT_UNIT], make_select, needs=(sample, inner), single=True),
+        StageSpec(
+            select_stage,
+            [SELECT_UNIT],
+            make_select,
+            needs=tuple(dict.fromkeys((sample, inner, rewarded_by))),
+            single=True,
+        ),
         StageSpec(sft_stage, [SFT_UNIT], make_sft, needs=(select_stage,), single=True),
         StageSpec(merge_stage, [MERGE_UNIT], make_merge, needs=(sft_stage,), single=True),
     ]
@@ -371,7 +464,8 @@ def _behaviour_clone(cfg: Config, store: RunStore, i: int, stage: str, rows_path
     with open(rows_path, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            items.append(Scored(row["group"], row["k"], row["reward"], tuple(row["prompt"]), row["response"]))
+            prompt = row["prompt"] if isinstance(row["prompt"], str) else tuple(row["prompt"])
+            items.append(Scored(row["group"], row["k"], row["reward"], prompt, row["response"]))
     r = cfg.restem
     settings = SftSettings(
         rank=r.lora.rank,

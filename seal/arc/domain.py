@@ -54,7 +54,14 @@ class ArcDomain:
         return replace(self.base_recipe, train=replace(self.base_recipe.train, epochs=0))
 
     def evaluate(
-        self, worker: Worker, group: str, edit: ArcSelfEdit | None, *, view_seed: int, train_seed: int
+        self,
+        worker: Worker,
+        group: str,
+        edit: ArcSelfEdit | None,
+        *,
+        view_seed: int,
+        train_seed: int,
+        base: dict[str, Any] | None = None,
     ) -> Evaluation:
         """A self-edit over SEAL's step cap is not answered: it trains 0 epochs, so it would answer exactly what
         the unadapted model answers (the loop's `base` stage has that); it comes back rejected, unscored."""
