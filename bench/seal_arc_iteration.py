@@ -50,7 +50,7 @@ def main() -> None:
     from runners.stage import run_stage
     from runners.store import RunStore
 
-    cfg = load_config("demo", "cpu", [f"model.spec={args.model}", *args.overrides])
+    cfg = load_config("demo_arc", "cpu", [f"model.spec={args.model}", *args.overrides])
     stage_seconds: dict[str, float] = {}
     compute_seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="seal-bench-iteration-") as tmp:

@@ -235,6 +235,10 @@ class KnowledgeConfig:
         default_factory=lambda: LoraConfig(rank=32, alpha=64, dropout=0.0, targets=("q_proj", "v_proj"))
     )
     train: PassageTrainConfig = field(default_factory=PassageTrainConfig)
+    # Controls on the evaluation passages with iteration 0's model: the passage alone as training data, and the
+    # passage repeated as many times as a self-edit has sequences (the same number of steps, no new content).
+    passage_only: bool = True
+    passage_repeated: bool = True
 
 
 @dataclass(frozen=True)

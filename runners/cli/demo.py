@@ -7,22 +7,25 @@ import click
 from runners.cli.driver import execute_run, run_options
 
 DEMOS = {
-    "arc": ("demo", "runs/demo"),  # one SEAL iteration on ARC (the main job)
-    "ttt": ("demo_ttt", "runs/demo-ttt"),  # oracle TTT only
+    "knowledge": ("demo", "runs/demo"),  # one SEAL iteration of knowledge incorporation (the main job)
+    "arc": ("demo_arc", "runs/demo-arc"),  # one SEAL iteration on ARC
+    "ttt": ("demo_ttt", "runs/demo-ttt"),  # oracle TTT on ARC only
 }
 
 
 @click.command("demo")
-@click.argument("which", type=click.Choice(sorted(DEMOS)), default="arc")
+@click.argument("which", type=click.Choice(sorted(DEMOS)), default="knowledge")
 @run_options
 def demo(which: str, **kwargs: object) -> None:
     """The main job on SmolLM2-135M-Instruct (the embedded model), on a CPU.
 
     \b
-    arc (default): one SEAL iteration on two small ARC tasks x 2 self-edits: sampled from the model, each applied
-                   with LoRA TTT and rewarded, the rewarded ones behaviour-cloned (or the model carried forward),
-                   and the new model's self-edits evaluated. Prints each stage's outcome and the report.
-    ttt:           oracle TTT on the same tasks (one fixed recipe, no self-edits).
+    knowledge (default): one SEAL iteration on 2 short passages x 2 self-edits: implications written by the model,
+                   each applied with a LoRA and rewarded by the questions the model then answers without the
+                   passage (gold-answer NLL; contains and F1 reported), the best per passage behaviour-cloned and
+                   merged, and the new model's self-edits evaluated. Prints each stage's outcome and the report.
+    arc:           one SEAL iteration on two small ARC tasks x 2 self-edits (JSON training recipes).
+    ttt:           oracle TTT on the same ARC tasks (one fixed recipe, no self-edits).
 
     Run it again to resume or to see the report.
     """

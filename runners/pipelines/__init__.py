@@ -9,6 +9,7 @@ PIPELINES = {
     "selftest": "runners.pipelines.selftest",
     "arc_ttt": "runners.pipelines.arc_ttt",
     "arc_seal": "runners.pipelines.arc_seal",
+    "knowledge_seal": "runners.pipelines.knowledge_seal",
 }
 
 

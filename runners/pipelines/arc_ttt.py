@@ -103,10 +103,11 @@ def recipe_from_config(cfg: Config) -> Any:
     # fmt: on
 
 
-def load_worker_model(cfg: Config, model: str | None = None) -> tuple[Any, Any, Any, Any]:
+def load_worker_model(cfg: Config, model: str | None = None, lora: Any = None) -> tuple[Any, Any, Any, Any]:
     """Model, tokenizer, adapter slot and generator for one worker, placed and typed per the profile.
 
-    `model`: a model folder or spec to load instead of `model.spec` (the SEAL loop's merged models)."""
+    `model`: a model folder or spec to load instead of `model.spec` (the SEAL loop's merged models).
+    `lora`: the adapter's shape (a `LoraConfig`) instead of the `lora` section (the knowledge inner loop's own)."""
     import torch
 
     from ttt.generate.hf import HFGenerator
@@ -119,9 +120,10 @@ def load_worker_model(cfg: Config, model: str | None = None) -> tuple[Any, Any, 
     # Base weights in the compute dtype; LoRA weights stay fp32 under fp16 loss scaling (train() sees to it).
     spec = model or cfg.model.spec
     model, tokenizer = load_model(spec, cache_dir=cfg.model.cache_dir, dtype=precision.autocast_dtype, device=device)
+    shape = lora or cfg.lora
     slot = AdapterSlot(
         model,
-        LoraSettings(rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, targets=cfg.lora.targets),
+        LoraSettings(rank=shape.rank, alpha=shape.alpha, dropout=shape.dropout, targets=shape.targets),
         seed=cfg.run.seed,
     )
     if cfg.infer.backend == "vllm":
@@ -132,7 +134,7 @@ def load_worker_model(cfg: Config, model: str | None = None) -> tuple[Any, Any, 
             resolve_model(spec, cfg.model.cache_dir),
             tokenizer,
             dtype=precision.name,  # the engine computes in the dtype the adapter was trained under
-            max_lora_rank=cfg.lora.rank,
+            max_lora_rank=shape.rank,
             max_model_len=cfg.infer.max_tokens + cfg.infer.max_new_tokens,
             gpu_memory_utilization=cfg.infer.vllm_gpu_memory_utilization,
             seed=cfg.run.seed,

@@ -202,7 +202,8 @@ def _answer_stages(stages: Sequence[StageSpec]) -> list[StageSpec]:
 
 def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, rl: bool) -> list[StageSpec]:
     """RL iteration i on its training groups (rl), or the final model's own self-edits evaluated as `it{N}.*`."""
-    groups = parts.groups_of_iteration(i) if rl else list(parts.domain.groups())
+    # The final model is evaluated on the groups iteration 0 trained on, so it0 and it{N} compare like for like.
+    groups = parts.groups_of_iteration(i if rl else 0)
     reuse = stage_name(i - 1, "base") if i > 0 else None
     stages = answer_stages(cfg, store, parts, i, groups, prefix=f"it{i}", reuse_base_from=reuse)
     if rl:
@@ -213,6 +214,73 @@ def iteration_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, *, 
 def evaluation_stages(cfg: Config, store: RunStore, parts: LoopParts, i: int, groups: list[str]) -> list[StageSpec]:
     """Iteration i's model on the held-out groups: `eval{i}.sample/base/inner` (and the deferred-grading stages)."""
     return answer_stages(cfg, store, parts, i, groups, prefix=f"eval{i}", reuse_base_from="eval0.base" if i else None)
+
+
+def sampler(cfg: Config, store: RunStore, parts: LoopParts, i: int, stage: str, k: int) -> Callable[[], Processor]:
+    """The processor maker of a sample stage: per group, k self-edits from iteration i's model."""
+
+    def make_sample() -> Processor:
+        from seal.selfedit import SampleSettings, sample_self_edits
+
+        domain = parts.domain
+        ref = model_ref(cfg, store, i)
+        worker = parts.workers.get(model_location(cfg, store, ref))
+        settings = SampleSettings(
+            k=k,
+            temperature=cfg.seal.temperature,
+            top_p=cfg.seal.top_p,
+            max_new_tokens=cfg.seal.max_new_tokens,
+            max_attempts=None if cfg.seal.max_attempts is None else max(cfg.seal.max_attempts, k),
+            dedupe=cfg.seal.dedupe,
+        )
+
+        def process(group: str) -> Outcome:
+            prompt = domain.prompt(group)
+            prompt = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
+            timed = _TimedGenerator(worker.generator)
+            generator: Any = timed
+            if cfg.seal.decoding == "template":
+                from seal.structured import TemplateGenerator
+
+                generator = TemplateGenerator(timed, domain.template())  # type: ignore[attr-defined]
+            sampled = sample_self_edits(
+                generator,
+                prompt,
+                domain.parse,
+                settings,
+                seed=unit_seed(cfg.run.seed, f"{stage}.{group}"),
+                key=domain.edit_key,
+                to_dict=domain.edit_to_dict,
+            )
+            result = {"model": ref, "prompt": prompt, **sampled.to_dict()}
+            return Outcome("ok", {**result, "timings": {"generate": timed.seconds}})
+
+        return Processor(process)
+
+    return make_sample
+
+
+def baseliner(
+    cfg: Config, store: RunStore, parts: LoopParts, i: int, reuse_from: str | None
+) -> Callable[[], Processor]:
+    """The processor maker of a base stage: per group, iteration i's model evaluated without adaptation."""
+
+    def make_base() -> Processor:
+        ref = model_ref(cfg, store, i)
+        worker = parts.workers.get(model_location(cfg, store, ref))
+        earlier = store.records(reuse_from) if reuse_from else {}
+
+        def process(group: str) -> Outcome:
+            before = earlier.get(group)
+            if before is not None and before.status == "ok" and before.result.get("model") == ref:
+                # The model was carried forward: same model, same views, so the same answers. Not recomputed.
+                return Outcome("ok", {**before.result, "reused_from": reuse_from})
+            evaluation = parts.domain.evaluate(worker, group, None, view_seed=view_seed(cfg, group), train_seed=0)
+            return Outcome("ok", {"model": ref, "reward": evaluation.reward, "evaluation": evaluation.result})
+
+        return Processor(process)
+
+    return make_base
 
 
 def answer_stages(
@@ -236,55 +304,8 @@ def answer_stages(
         ref = model_ref(cfg, store, i)
         return parts.workers.get(model_location(cfg, store, ref)), ref
 
-    def make_sample() -> Processor:
-        from seal.selfedit import SampleSettings, sample_self_edits
-
-        worker, ref = worker_for_iteration()
-        settings = SampleSettings(
-            k=k_total,
-            temperature=cfg.seal.temperature,
-            top_p=cfg.seal.top_p,
-            max_new_tokens=cfg.seal.max_new_tokens,
-            max_attempts=cfg.seal.max_attempts,
-            dedupe=cfg.seal.dedupe,
-        )
-
-        def process(group: str) -> Outcome:
-            prompt = domain.prompt(group)
-            prompt = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
-            timed = _TimedGenerator(worker.generator)
-            generator: Any = timed
-            if cfg.seal.decoding == "template":
-                from seal.structured import TemplateGenerator
-
-                generator = TemplateGenerator(timed, domain.template())  # type: ignore[attr-defined]
-            sampled = sample_self_edits(
-                generator,
-                prompt,
-                domain.parse,
-                settings,
-                seed=unit_seed(cfg.run.seed, f"{sample}.{group}"),
-                key=domain.edit_key,
-                to_dict=domain.edit_to_dict,
-            )
-            result = {"model": ref, "prompt": prompt, **sampled.to_dict()}
-            return Outcome("ok", {**result, "timings": {"generate": timed.seconds}})
-
-        return Processor(process)
-
-    def make_base() -> Processor:
-        worker, ref = worker_for_iteration()
-        earlier = store.records(reuse_base_from) if reuse_base_from else {}
-
-        def process(group: str) -> Outcome:
-            before = earlier.get(group)
-            if before is not None and before.status == "ok" and before.result.get("model") == ref:
-                # The model was carried forward: same model, same views, so the same answers. Not recomputed.
-                return Outcome("ok", {**before.result, "reused_from": reuse_base_from})
-            evaluation = domain.evaluate(worker, group, None, view_seed=view_seed(cfg, group), train_seed=0)
-            return Outcome("ok", {"model": ref, "reward": evaluation.reward, "evaluation": evaluation.result})
-
-        return Processor(process)
+    make_sample = sampler(cfg, store, parts, i, sample, k_total)
+    make_base = baseliner(cfg, store, parts, i, reuse_base_from)
 
     def make_inner() -> Processor:
         worker, ref = worker_for_iteration()

@@ -42,7 +42,7 @@ STAGES = ["it0.sample", "it0.base", "it0.inner", "it0.select", "it0.sft", "it0.m
 
 
 def _cmd(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "runners.cli", "arc", "rl", "demo", "--run-dir", str(run_dir), *ARGS]
+    return [sys.executable, "-m", "runners.cli", "arc", "rl", "demo_arc", "--run-dir", str(run_dir), *ARGS]
 
 
 def _strip(value: Any) -> Any:

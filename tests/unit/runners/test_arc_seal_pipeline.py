@@ -22,7 +22,7 @@ CLONE_EVERYTHING = ["--set", "seal.invalid=train_zero_epochs", "--set", "seal.se
 
 
 def _rl(run_dir: Path, *extra: str) -> Any:
-    return CliRunner().invoke(main, ["arc", "rl", "demo", "--run-dir", str(run_dir), *SMALL, *extra])
+    return CliRunner().invoke(main, ["arc", "rl", "demo_arc", "--run-dir", str(run_dir), *SMALL, *extra])
 
 
 def _records(run_dir: Path, stage: str) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def test_two_chunks_meet_at_the_barriers_and_the_single_stages_run_once(tmp_path
 def test_a_bad_model_spec_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
-        main, ["arc", "rl", "demo", "--run-dir", str(run_dir), *SMALL, "--set", "model.spec=tiny:x"]
+        main, ["arc", "rl", "demo_arc", "--run-dir", str(run_dir), *SMALL, "--set", "model.spec=tiny:x"]
     )
     assert result.exit_code == 1 and "model.spec" in result.output and "Traceback" not in result.output
     assert not (run_dir / "manifest.json").exists()

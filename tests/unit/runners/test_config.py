@@ -21,7 +21,7 @@ def test_layers_apply_in_order_profile_then_experiment_then_set() -> None:
 
 def test_what_an_experiment_writes_down_beats_the_profile() -> None:
     for profile in ("cpu", "t4", "a100-80"):
-        demo = load_config("demo", profile)
+        demo = load_config("demo_arc", profile)
         assert (demo.lora.rank, demo.ttt_data.max_tokens, demo.infer.max_tokens) == (8, 1024, 1024)
         assert demo.train.dtype == load_config(None, profile).train.dtype  # hardware keys still come from it
 
@@ -93,10 +93,10 @@ def test_every_shipped_profile_and_experiment_validates() -> None:
 
 def test_all_digit_task_ids_stay_text_in_overrides() -> None:
     # ARC's 00576224 is all digits (and all octal digits): plain YAML would turn it into 195732.
-    cfg = load_config("demo", "cpu", ["arc.task_ids=[00576224, 66e6c45b]", "train.learning_rate=1e-4"])
+    cfg = load_config("demo_arc", "cpu", ["arc.task_ids=[00576224, 66e6c45b]", "train.learning_rate=1e-4"])
     assert cfg.arc.task_ids == ("00576224", "66e6c45b")
     assert cfg.train.learning_rate == pytest.approx(1e-4)
-    assert load_config("demo", "cpu", ["train.epochs=3"]).train.epochs == 3
+    assert load_config("demo_arc", "cpu", ["train.epochs=3"]).train.epochs == 3
 
 
 def test_every_inner_loop_setting_is_reachable_from_the_config_with_the_same_default() -> None:
