@@ -181,8 +181,9 @@ def correctness(cfg: Config) -> str:
 
 
 def passage_recipe(cfg: Config, style: str, lora_train: Any = None) -> Any:
-    from ttt.settings import TrainSettings
     from ttt.text_ttt import PassageRecipe
+
+    from ttt.settings import TrainSettings
 
     t = lora_train or cfg.knowledge.train
     try:
