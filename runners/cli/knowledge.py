@@ -30,3 +30,21 @@ def knowledge_rl(experiment: str, iterations: int | None, **kwargs: object) -> N
     if iterations is not None:
         kwargs["overrides"] = (*kwargs.get("overrides", ()), f"seal.iterations={iterations}")  # type: ignore[misc]
     execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+
+
+@knowledge.command("cpt")
+@click.argument("experiment", default="knowledge_cpt")
+@run_options
+def knowledge_cpt(experiment: str, **kwargs: object) -> None:
+    """Continued pretraining: the self-edits of N passages in one LoRA update, then every question answered
+    (default configs/experiments/knowledge_cpt.yaml). Resumable per phase."""
+    execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+
+
+@knowledge.command("continual")
+@click.argument("experiment", default="knowledge_continual")
+@run_options
+def knowledge_continual(experiment: str, **kwargs: object) -> None:
+    """Continual self-edits: K passages in sequence, each update folded into the weights, every passage seen so
+    far re-asked; writes the (K+1)xK matrix as JSON and a heatmap PNG (default knowledge_continual.yaml)."""
+    execute_run(experiment, **kwargs)  # type: ignore[arg-type]

@@ -10,6 +10,8 @@ PIPELINES = {
     "arc_ttt": "runners.pipelines.arc_ttt",
     "arc_seal": "runners.pipelines.arc_seal",
     "knowledge_seal": "runners.pipelines.knowledge_seal",
+    "knowledge_cpt": "runners.pipelines.knowledge_cpt",
+    "knowledge_continual": "runners.pipelines.knowledge_continual",
 }
 
 

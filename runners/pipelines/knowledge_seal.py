@@ -235,15 +235,24 @@ def make_judge(cfg: Config, store: RunStore) -> Any:
 
 
 def build_domain(cfg: Config, store: RunStore | None, style: str | None = None) -> Any:
-    from seal.knowledge.domain import KnowledgeDomain, KnowledgeSettings
-
+    """The domain over every passage the loop uses, with the training passages per iteration and the held-out ones."""
     train, held_out = passage_sets(cfg)
     passages: dict[str, Any] = {}
     for p in [*(p for ps in train.values() for p in ps), *(held_out or [])]:
         passages.setdefault(p.id, p)
+    return make_domain(cfg, store, list(passages.values()), style), train, held_out
+
+
+def make_domain(cfg: Config, store: RunStore | None, passages: list[Any], style: str | None = None) -> Any:
+    """A knowledge domain over `passages` with the config's prompt, inner loop, correctness and reward. `store`:
+    where the in-loop judge keeps its cache (None: no judge is built, e.g. for exporting)."""
+    from seal.knowledge.domain import KnowledgeDomain, KnowledgeSettings
+
     style = style or resolve_style(cfg)
     correct = correctness(cfg)
     deferred = cfg.judge.spec == "deferred"
+    if correct == "judge" and not cfg.judge.spec:
+        raise ConfigError("knowledge.correct: judge needs judge.spec (an ollama:<model> judge, or deferred)")
     try:
         settings = KnowledgeSettings(
             variant=cfg.knowledge.prompt,
@@ -257,9 +266,10 @@ def build_domain(cfg: Config, store: RunStore | None, style: str | None = None) 
     except ValueError as exc:
         raise ConfigError(f"knowledge: {exc}") from None
     judge = make_judge(cfg, store) if correct == "judge" and not deferred and store is not None else None
-    if correct == "judge" and not cfg.judge.spec:
-        raise ConfigError("knowledge.correct: judge needs judge.spec (an ollama:<model> judge, or deferred)")
-    return KnowledgeDomain(list(passages.values()), settings, passage_recipe(cfg, style), judge), train, held_out
+    if correct == "judge" and not deferred and store is None:
+        correct_settings = KnowledgeSettings(**{**settings.__dict__, "deferred": True})
+        return KnowledgeDomain(passages, correct_settings, passage_recipe(cfg, style), None)
+    return KnowledgeDomain(passages, settings, passage_recipe(cfg, style), judge)
 
 
 def _check(cfg: Config) -> None:
