@@ -135,8 +135,9 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
         return Processor(process)
 
     def make_answer() -> Processor:
-        from ttt.generate.base import ACTIVE_ADAPTER
         from ttt.text_ttt import answer_and_score
+
+        from ttt.generate.base import ACTIVE_ADAPTER
 
         worker = parts.workers.get(model_path)
         trained = store.records(TRAIN)[TRAIN_UNIT]
@@ -200,7 +201,8 @@ def summarize(cfg: Config, store: RunStore) -> str:
         r = update.result
         lines += [
             "",
-            f"update: {r['sequences']} sequences, {r['steps']} steps, loss {r['loss_first']:.3f} → {r['loss_last']:.3f}",
+            f"update: {r['sequences']} sequences, {r['steps']} steps, "
+            f"loss {r['loss_first']:.3f} → {r['loss_last']:.3f}",
         ]
     text = "\n".join(lines)
     (store.report_dir() / "knowledge_cpt.md").write_text(text + "\n", encoding="utf-8")
