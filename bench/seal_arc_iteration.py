@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
-import time
+import sys
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/iteration_timing.py
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository, when run as a script
 
 
 def _compute_seconds(stage: str, result: dict[str, Any]) -> float:
@@ -45,33 +47,19 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from runners.config import identity_hash, load_config
+    from iteration_timing import run_timed
+
+    from runners.config import load_config
     from runners.pipelines import arc_seal
-    from runners.stage import run_stage
-    from runners.store import RunStore
 
     cfg = load_config("demo_arc", "cpu", [f"model.spec={args.model}", *args.overrides])
-    stage_seconds: dict[str, float] = {}
-    compute_seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="seal-bench-iteration-") as tmp:
-        store = RunStore.open(tmp)
-        stages = arc_seal.stages(cfg, store)
-        run_hash = identity_hash(cfg, arc_seal.CONFIG_SECTIONS, arc_seal.CONFIG_EXCLUDE)
-        store.start(cfg.to_dict(), run_hash)
-        for spec in stages:
-            start = time.perf_counter()
-            summary = run_stage(store, spec, progress=False, config_hash=run_hash)
-            stage_seconds[spec.name] = round(time.perf_counter() - start, 3)
-            if not summary.complete:
-                raise SystemExit(f"stage {spec.name} did not complete: {summary}")
-            records = store.records(spec.name)
-            compute_seconds[spec.name] = round(sum(_compute_seconds(spec.name, r.result) for r in records.values()), 3)
-        statuses = {
-            name: {s: sum(1 for r in store.records(name).values() if r.status == s) for s in ("ok", "invalid")}
-            for name in stage_seconds
-        }
-        sft = store.records("it0.sft")["sft"].result
-        store.close()
+    timed = run_timed(cfg, arc_seal, _compute_seconds)
+    stage_seconds, compute_seconds, statuses = (
+        timed["stage_seconds"],
+        timed["stage_compute_seconds"],
+        timed["stage_statuses"],
+    )
+    sft = timed["results"]["it0.sft"]["sft"]
     wall = sum(stage_seconds.values())
     compute = sum(compute_seconds.values())
     print(
