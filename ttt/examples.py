@@ -145,8 +145,74 @@ def encode_messages(
     return EncodedExample(tuple(ids), tuple(labels))
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Plain text (passages, implications, completion-style prompts): no chat template
+
+
+def encode_plain(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `text` with the tokenizer's own special tokens (a BOS where it adds one, once)."""
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def _boundary(tokenizer: Any, text: str, char: int, ids: list[int]) -> int:
+    """The first token of `ids` (the encoding of `text`) that covers a character at or after `char`: a token that
+    straddles the boundary belongs to the part after it."""
+    if char <= 0:
+        return 0
+    if char >= len(text):
+        return len(ids)
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)["offset_mapping"]
+        for position, (start, end) in enumerate(offsets):
+            if end > start and end > char:
+                return position
+        return len(ids)
+    prefix = encode_plain(tokenizer, text[:char])  # slow tokenizers: the longest common prefix of the two encodings
+    position = 0
+    while position < min(len(prefix), len(ids)) and prefix[position] == ids[position]:
+        position += 1
+    return position
+
+
+def encode_text(tokenizer: Any, text: str, *, loss_start: int | str = 0, add_eos: bool = False) -> EncodedExample:
+    """One plain-text training sequence.
+
+    `loss_start` 0: loss on every token (full-text loss); an int: on the tokens from that character on; a string:
+    on the tokens after its first occurrence (SEAL's "mask everything up to this substring"). `add_eos`: an EOS with
+    a loss at the end, so that the model learns where the text stops."""
+    if isinstance(loss_start, str):
+        found = text.find(loss_start)
+        if found < 0:
+            raise ValueError(f"encode_text: the loss starts after {loss_start!r}, which the text does not contain")
+        char = found + len(loss_start)
+    else:
+        if loss_start < 0:
+            raise ValueError(f"encode_text: loss_start must be >= 0, got {loss_start}")
+        char = loss_start
+    ids = encode_plain(tokenizer, text)
+    start = _boundary(tokenizer, text, char, ids)
+    labels = [IGNORE_INDEX] * start + ids[start:]
+    if add_eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no EOS token")
+        ids.append(int(tokenizer.eos_token_id))
+        labels.append(int(tokenizer.eos_token_id))
+    return EncodedExample(tuple(ids), tuple(labels))
+
+
+def encode_completion(tokenizer: Any, prompt: str, completion: str, *, add_eos: bool = True) -> EncodedExample:
+    """A completion-style pair: prompt and completion tokenized together (as the model reads them), the loss on the
+    completion only (and an EOS after it)."""
+    return encode_text(tokenizer, prompt + completion, loss_start=len(prompt), add_eos=add_eos)
+
+
 def end_of_turn_ids(tokenizer: Any) -> frozenset[int]:
-    """Token ids that end an assistant turn: the template's end-of-turn token plus EOS."""
+    """Token ids that end an assistant turn: the template's end-of-turn token plus EOS (EOS alone for a tokenizer
+    without a chat template: a base model's text ends there)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r}: no chat template and no EOS")
+        return frozenset({int(tokenizer.eos_token_id)})
     probe = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
     full_ids = _tokenize(tokenizer, render_chat(tokenizer, probe))
     start, end = _answer_span(tokenizer, probe, full_ids)

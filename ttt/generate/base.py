@@ -13,13 +13,13 @@ ACTIVE_ADAPTER = "@active"
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt (chat messages) and how to continue it.
+    """One prompt (chat messages, or a plain `text` a base model continues) and how to continue it.
 
     adapter: None = the base model; a folder written by AdapterSlot.save; or ACTIVE_ADAPTER (hf backend).
     temperature 0 = greedy. `seed` makes sampling reproducible per request, whatever else shares its batch.
     """
 
-    messages: Sequence[Mapping[str, str]]
+    messages: Sequence[Mapping[str, str]] = ()
     adapter: str | None = None
     temperature: float = 0.0
     top_p: float = 1.0
@@ -36,10 +36,22 @@ class GenerationRequest:
     # The reply is exactly one of these strings: every generated token continues one of them, and generation ends
     # as soon as one is complete and no other continues it (a choice sampled with the model's own probabilities).
     choices: tuple[str, ...] | None = None
+    # A plain-text prompt instead of messages (completion style: no chat template), tokenized with the tokenizer's
+    # own special tokens.
+    text: str | None = None
+    # Generation ends as soon as the text produced contains one of these; the returned text stops before it
+    # (finish reason "stop"). E.g. "\n" for a base model's one-line answer, which would otherwise go on.
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.messages:
-            raise ValueError("GenerationRequest: messages is empty")
+        if self.text is not None and self.messages:
+            raise ValueError("GenerationRequest: give messages or text, not both")
+        if self.text is None and not self.messages:
+            raise ValueError("GenerationRequest: messages is empty (give messages, or a plain-text prompt as text)")
+        if self.text is not None and not self.text:
+            raise ValueError("GenerationRequest: text is empty")
+        if any(not s for s in self.stop):
+            raise ValueError("GenerationRequest: stop strings must be non-empty")
         if self.temperature < 0:
             raise ValueError(f"GenerationRequest: temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ttt.examples import encode_prompt, end_of_turn_ids
+from ttt.examples import encode_plain, encode_prompt, end_of_turn_ids
 from ttt.generate.base import ACTIVE_ADAPTER, GenerationOutput, GenerationRequest
 from ttt.lora import AdapterSlot
 
@@ -101,7 +101,7 @@ class HFGenerator:
         outputs: list[GenerationOutput | None] = [None] * len(requests)
         for adapter in ordered:
             indices = groups[adapter]
-            prompts = {i: encode_prompt(self.tokenizer, requests[i].messages, requests[i].prefill) for i in indices}
+            prompts = {i: self._prompt_ids(requests[i]) for i in indices}
             rows = [_Row(prompts[i], requests[i], sample) for i in indices for sample in range(requests[i].n)]
             # Longest first, so each batch holds prompts of similar length (little padding).
             order = sorted(range(len(rows)), key=lambda r: -len(rows[r].prompt))
@@ -120,6 +120,17 @@ class HFGenerator:
         return [output for output in outputs if output is not None]
 
     # ---- internals
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if request.text is not None:
+            return encode_plain(self.tokenizer, request.text + request.prefill)
+        return encode_prompt(self.tokenizer, request.messages, request.prefill)
+
+    def _stop_at(self, request: GenerationRequest, tokens: list[int]) -> bool:
+        """True once the decoded tail of `tokens` contains a stop string (only the tail is decoded: cheap)."""
+        longest = max(len(s) for s in request.stop)
+        tail = self.tokenizer.decode(tokens[-(longest + 4) :], skip_special_tokens=True)
+        return any(s in tail for s in request.stop)
 
     def _token_texts(self) -> list[str]:
         if self._texts is None:
@@ -181,7 +192,12 @@ class HFGenerator:
             body = completion.tokens
             if completion.finish_reason == "stop" and body and body[-1] in self.stop_ids:
                 body = body[:-1]
-            texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
+            text = self.tokenizer.decode(body, skip_special_tokens=True)
+            if request.stop:
+                cuts = [text.find(s) for s in request.stop if s in text]
+                if cuts:
+                    text = text[: min(cuts)]
+            texts.append(text)
             counts.append(len(completion.tokens))
             reasons.append(completion.finish_reason)
             logprobs.append(tuple(completion.logprobs))
@@ -266,8 +282,10 @@ class HFGenerator:
                         completion.logprobs.append(float(log_probs[b, token]))
                     if row.request.choices is not None and token not in self.stop_ids:
                         partial[b] += self._token_texts()[token]
-                    if token in self.stop_ids or (
-                        row.request.choices is not None and _choice_complete(row.request.choices, partial[b])
+                    if (
+                        token in self.stop_ids
+                        or (row.request.choices is not None and _choice_complete(row.request.choices, partial[b]))
+                        or (row.request.stop and self._stop_at(row.request, completion.tokens))
                     ):
                         completion.finish_reason = "stop"
                         active[b] = False

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttt.examples import encode_prompt, end_of_turn_ids
+from ttt.examples import encode_plain, encode_prompt, end_of_turn_ids
 from ttt.generate.base import ACTIVE_ADAPTER, GenerationOutput, GenerationRequest
 
 # vLLM accepts only these values for max_lora_rank.
@@ -68,6 +68,7 @@ def sampling_kwargs(request: GenerationRequest, stop_token_ids: Sequence[int]) -
         "max_tokens": request.max_new_tokens,
         "seed": request.seed,
         "stop_token_ids": sorted(stop_token_ids),
+        **({"stop": list(request.stop)} if request.stop else {}),  # vLLM cuts the text before a stop string too
         "logprobs": 0 if request.return_logprobs else None,  # 0: only the sampled token's log-probability
         "skip_special_tokens": True,
     }
@@ -93,6 +94,8 @@ class LoraRegistry:
 
 def prompt_inputs(tokenizer: Any, request: GenerationRequest) -> dict[str, list[int]]:
     """The prompt as token ids (a vLLM TokensPrompt), rendered by our template code so no BOS is doubled."""
+    if request.text is not None:
+        return {"prompt_token_ids": encode_plain(tokenizer, request.text + request.prefill)}
     return {"prompt_token_ids": encode_prompt(tokenizer, request.messages, request.prefill)}
 
 
