@@ -175,6 +175,18 @@ class JudgementCache:
             ),
         )
 
+    def judgements_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """key → {status, verdict, reason} of the cached judgements among ``keys`` (batched)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, status, verdict, reason FROM judgements WHERE key IN ({marks})"
+            for key, status, verdict, reason in self._db.execute(query, chunk):
+                found[key] = {"status": status, "verdict": verdict, "reason": reason}
+        return found
+
     def judgement_rows(self) -> list[dict[str, Any]]:
         cursor = self._db.execute("SELECT * FROM judgements ORDER BY created_at")
         names = [d[0] for d in cursor.description]

@@ -152,8 +152,12 @@ class _Run:
         settings: GradeSettings,
         states: list[_JudgeState],
         log: Callable[[str], None] | None,
+        on_failure: Callable[[str, str, int, str], None] | None = None,
     ) -> None:
+        """`on_failure(item_id, judge, vote, reason)`: where a vote left unscored is recorded (default: the cache's
+        run tables, which only `grade()` owns)."""
         self.cache, self.settings, self.states, self.log = cache, settings, states, log
+        self.on_failure = on_failure or cache.record_failure
         self.sent = self.stored = self.failed = self.done = 0
         self.total = 0
         self._last_log = time.monotonic()
@@ -168,7 +172,7 @@ class _Run:
     def _fail(self, job: _Job, reason: str) -> None:
         name = self.states[job.judge].info.name
         for item_id in job.targets:
-            self.cache.record_failure(item_id, name, job.vote, reason)
+            self.on_failure(item_id, name, job.vote, reason)
         self.failed += 1
         self._tick()
 
