@@ -472,13 +472,55 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
+VERDICTS_FORMAT, VERDICTS_VERSION, VERDICTS_FILE = "seal-verdicts", 1, "verdicts.export.json"
+
+
+def verdict_export(records: Sequence[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The versioned verdict file a run directory imports (``seal grade import``)::
+
+        {"format": "seal-verdicts", "version": 1,
+         "inputs": [{"path", "sha256", "n_items", "provenance"}, ...],   # the bundles graded
+         "judges": ["ollama:llama3.2:3b", ...], "rubric": "seal-yesno@1",
+         "verdicts": {item_id: {"verdict": "correct" | "incorrect" | ... | null, "reason": str | null,
+                                "votes": {judge: {"status", "verdict", "reason"}}}}}
+
+    ``verdict`` null: unscored (judge down, unparseable or truncated replies, a split panel); it is never a wrong
+    answer. QA items only: ARC items are decided by their metrics.
+    """
+    verdicts = {}
+    for record in records:
+        if record["kind"] != "qa" or "panel" not in record:
+            continue
+        panel = record["panel"]
+        scored = panel not in (UNSCORED, DISAGREE)
+        votes = {
+            name: {"status": v.get("status"), "verdict": v.get("verdict"), "reason": v.get("reason")}
+            for name, v in record.get("judges", {}).items()
+        }
+        reason = None if scored else "; ".join(f"{n}: {v['reason']}" for n, v in votes.items() if v["reason"]) or panel
+        verdicts[record["item_id"]] = {"verdict": panel if scored else None, "reason": reason, "votes": votes}
+    settings = meta.get("settings", {})
+    return {
+        "format": VERDICTS_FORMAT,
+        "version": VERDICTS_VERSION,
+        "inputs": list(meta.get("inputs", [])),
+        "judges": [j["name"] for j in meta.get("judges", [])],
+        "rubric": settings.get("rubric"),
+        "verdicts": verdicts,
+    }
+
+
 def write_outputs(cache: JudgementCache, out_dir: str | Path) -> dict[str, Any]:
-    """Rebuild ``verdicts.jsonl`` from the cache, write ``report.json`` and ``report.md``."""
+    """Rebuild ``verdicts.jsonl`` from the cache, write ``report.json``, ``report.md`` and, when a judge graded
+    anything, the versioned ``verdicts.export.json``."""
     out = Path(out_dir)
     records = rebuild_verdicts(cache)
     meta = cache.meta()
     report = build_report(records, meta, _throughput(cache, meta))
     _atomic_write(out / "verdicts.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    if meta.get("judges"):
+        exported = verdict_export(records, meta)
+        _atomic_write(out / VERDICTS_FILE, json.dumps(exported, indent=1, ensure_ascii=False) + "\n")
     _atomic_write(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     _atomic_write(out / "report.md", render_markdown(report))
     return report

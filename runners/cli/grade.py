@@ -36,6 +36,7 @@ def grade() -> None:
     \b
       seal grade INPUT... --judge ollama:llama3.2:3b [--out DIR] [--concurrency N] ...
       seal grade report DIR
+      seal grade import RUN_DIR GRADES_DIR   (verdicts of a run's exported bundle back into the run)
     """
 
 
@@ -250,6 +251,23 @@ def report(directory: Path, as_json: bool) -> None:
     with JudgementCache(directory / CACHE_NAME) as cache:
         built = write_outputs(cache, directory)
     click.echo(json.dumps(built, indent=2) if as_json else render_markdown(built))
+
+
+@grade.command("import")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("grades_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def import_cmd(run_dir: Path, grades_dir: Path) -> None:
+    """Bring the verdicts in GRADES_DIR (the --out folder of `seal grade BUNDLE --judge …`) back into RUN_DIR,
+    whose bundle it graded; then run the run's command again to continue (its reward stage was waiting)."""
+    from runners.deferred import DeferredGradingError, import_verdicts
+
+    try:
+        summaries = import_verdicts(run_dir, grades_dir)
+    except DeferredGradingError as exc:
+        raise click.UsageError(str(exc)) from None
+    for summary in summaries:
+        click.echo(f"imported {summary.line()}")
+    click.echo(f"run the run's command again (e.g. `seal knowledge rl … --run-dir {run_dir}`) to continue")
 
 
 if __name__ == "__main__":
