@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from seal.domain import Evaluation, Rejected, Worker
+from seal.knowledge import scoring
 from seal.knowledge.data import Passage
 from seal.knowledge.prompts import qa_prompt, self_edit_prompt
 from seal.knowledge.sequences import parse_completion
-
-from seal.domain import Evaluation, Rejected, Worker
-from seal.knowledge import scoring
 
 # Grading items (bundle dicts) → item id → verdict label, or None when the judge left it unscored.
 JudgeFn = Callable[[list[dict[str, Any]]], Mapping[str, str | None]]

@@ -1,0 +1,1 @@
+"""Knowledge incorporation from passages (seal-reference §B): data, self-edit prompts, splitting, the domain."""
