@@ -258,6 +258,7 @@ def make_domain(cfg: Config, store: RunStore | None, passages: list[Any], style:
             variant=cfg.knowledge.prompt,
             style=style,
             include_passage=cfg.knowledge.include_passage,
+            split_newlines=cfg.knowledge.split_newlines,
             rounds=cfg.knowledge.rounds,
             correct=correct,
             reward=cfg.knowledge.reward,
@@ -396,6 +397,8 @@ def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
             return f"{sum(values) / len(values):.3f}" if values else "–"
 
         parts = [f"{len(records)} units", f"contains {mean('contains')}", f"F1 {mean('f1')}", f"gold NLL {mean('nll')}"]
+        if step == "base":
+            scored, unscored = [], 0  # the unadapted model earns no reward: it is what rewards are relative to
         if scored:
             parts.append(f"mean reward {sum(scored) / len(scored):.3f}")
         if unscored:

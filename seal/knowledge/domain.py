@@ -30,6 +30,7 @@ class KnowledgeSettings:
     variant: str = "implications"  # the self-edit prompt (seal.knowledge.prompts.PROMPT_VARIANTS)
     style: str = "completion"  # resolved: completion (base models) or chat (instruct models)
     include_passage: bool = True
+    split_newlines: bool = True
     rounds: int = 1
     correct: str = "contains"  # judge | contains | em
     reward: str = "accuracy"  # accuracy | gain | nll
@@ -84,7 +85,7 @@ class KnowledgeDomain:
         raise NotImplementedError("the knowledge domain has no reply template: use seal.decoding: free")
 
     def parse(self, text: str) -> Any:
-        return parse_completion(text)
+        return parse_completion(text, split_newlines=self.settings.split_newlines)
 
     def edit_key(self, edit: Any) -> str:
         return edit.key()
@@ -135,6 +136,7 @@ class KnowledgeDomain:
         questions = self.questions(group)
         baseline = passage_baseline(worker.slot, worker.tokenizer, worker.generator, questions, self.recipe)
         record = self._round(group, baseline.answers, baseline.nll)
+        record["timings"] = baseline.timings
         return self._finish({"rounds": [record], "baseline": True}, None)
 
     def evaluate_sequences(
