@@ -181,9 +181,8 @@ def correctness(cfg: Config) -> str:
 
 
 def passage_recipe(cfg: Config, style: str, lora_train: Any = None) -> Any:
-    from ttt.text_ttt import PassageRecipe
-
     from ttt.settings import TrainSettings
+    from ttt.text_ttt import PassageRecipe
 
     t = lora_train or cfg.knowledge.train
     try:
@@ -250,7 +249,7 @@ def make_domain(cfg: Config, store: RunStore | None, passages: list[Any], style:
 
     style = style or resolve_style(cfg)
     correct = correctness(cfg)
-    deferred = cfg.judge.spec == "deferred"
+    deferred = cfg.judge.spec == "deferred" and correct == "judge"  # a metric chosen by name needs no verdicts
     if correct == "judge" and not cfg.judge.spec:
         raise ConfigError("knowledge.correct: judge needs judge.spec (an ollama:<model> judge, or deferred)")
     try:

@@ -1,0 +1,193 @@
+"""`seal knowledge rl` with the tiny random model on the project's passages: the loop end to end, rewards from
+metrics, an in-loop judge and deferred grading (real HTTP to the loopback Ollama), and bad configs costing nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from runners.cli import main
+from runners.cli.driver import EXIT_WAITING
+from runners.store import RunStore
+from tests.fixtures.ollama_server import FakeOllama
+
+REPO = Path(__file__).resolve().parents[3]
+SMALL = ["--profile", "cpu", "--no-progress",
+         "--set", "model.spec=tiny", "--set", "knowledge.train.epochs=1", "--set", "seal.max_new_tokens=24",
+         "--set", "knowledge.answer_max_new_tokens=6", "--set", "restem.epochs=1"]  # fmt: skip
+JUDGE = "judge:1b"
+
+
+def _rl(run_dir: Path, *extra: str) -> Any:
+    return CliRunner().invoke(main, ["knowledge", "rl", "demo", "--run-dir", str(run_dir), *SMALL, *extra])
+
+
+def _records(run_dir: Path, stage: str) -> dict[str, Any]:
+    return RunStore(run_dir).records(stage)
+
+
+@pytest.fixture(scope="module")
+def metric_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("knowledge") / "run"
+    result = _rl(run_dir)
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_one_iteration_samples_applies_rewards_clones_the_best_per_passage_and_evaluates_the_new_model(
+    metric_run: Path,
+) -> None:
+    samples = _records(metric_run, "it0.sample")
+    assert sorted(samples) == ["p0000", "p0001"]
+    assert all(isinstance(r.result["prompt"], list) for r in samples.values())  # tiny has a chat template: chat
+    inner = _records(metric_run, "it0.inner")
+    assert sorted(inner) == ["p0000.k0", "p0000.k1", "p0001.k0", "p0001.k1"]
+    base = _records(metric_run, "it0.base")
+    for unit, record in inner.items():
+        if record.status != "ok":
+            continue
+        scores = record.result["evaluation"]["scores"]
+        base_nll = base[unit.split(".")[0]].result["evaluation"]["scores"]["nll"]
+        assert record.result["reward"] == pytest.approx(base_nll - scores["nll"])  # reward: NLL decrease
+        rounds = record.result["evaluation"]["rounds"]
+        assert len(rounds) == 1 and len(rounds[0]["answers"]) == 4 and rounds[0]["train"]["steps"] > 0
+    selected = _records(metric_run, "it0.select")["select"].result
+    assert selected["rule"] == "top1" and len(selected["selected"]) == len({g for g, _ in selected["selected"]})
+    for group, k in selected["selected"]:  # the best self-edit of its passage
+        rewards = [r.result["reward"] for u, r in inner.items() if u.startswith(group) and r.status == "ok"]
+        assert inner[f"{group}.k{k}"].result["reward"] == max(rewards)
+    sft = _records(metric_run, "it0.sft")["sft"].result
+    assert not sft["carried_forward"] and sft["rows_used"] == len(selected["selected"])
+    assert _records(metric_run, "it0.merge")["merge"].result["model"] == {"artifact": "artifacts/it0.merge/merge/model"}
+    assert sorted(_records(metric_run, "it1.inner")) == sorted(inner)
+    report = (metric_run / "report" / "knowledge_seal.md").read_text()
+    assert "passage + self-edits after RL iteration 1" in report and "gold NLL" in report
+
+
+def test_a_finished_run_is_resumed_without_work_and_raising_iterations_continues_it(metric_run: Path) -> None:
+    again = _rl(metric_run)
+    stage_lines = [line for line in again.output.splitlines() if line.startswith("stage ")]
+    assert again.exit_code == 0 and stage_lines and all("processed 0" in line for line in stage_lines)
+    more = CliRunner().invoke(
+        main, ["knowledge", "rl", "demo", "--iterations", "2", "--run-dir", str(metric_run), *SMALL]
+    )
+    assert more.exit_code == 0, more.output
+    assert _records(metric_run, "it1.merge") and sorted(_records(metric_run, "it2.inner")) == sorted(
+        _records(metric_run, "it0.inner")
+    )
+    assert _records(metric_run, "it1.base")["p0000"].result["model"] == {"artifact": "artifacts/it0.merge/merge/model"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["knowledge.source=nowhere.json"], "knowledge.source: nowhere.json does not exist"),
+        (["knowledge.eval_passages=[0, 2]"], "overlaps knowledge.train_passages"),
+        (["knowledge.train_passages=[0, 40]"], "has 10"),
+        (["knowledge.correct=judge"], "judge needs judge.spec"),
+        (["seal.decoding=template"], "samples free text"),
+    ],
+)
+def test_bad_configs_are_refused_before_anything_is_written(tmp_path: Path, overrides: list[str], message: str) -> None:
+    run_dir = tmp_path / "run"
+    result = _rl(run_dir, *(x for o in overrides for x in ("--set", o)))
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not run_dir.exists()
+
+
+def test_an_in_loop_judge_decides_accuracy_and_its_verdicts_are_recorded(tmp_path: Path) -> None:
+    with FakeOllama(models=(JUDGE,)) as fake:
+        result = _rl(
+            tmp_path / "run",
+            "--set", f"judge.spec=ollama:{JUDGE}", "--set", f"judge.host={fake.url}", "--set", "knowledge.correct=auto",
+            "--set", "knowledge.reward=accuracy", "--set", "seal.evaluate_final=false",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        chats = [r for r in fake.state.records if r.path == "/api/chat" and "Quillon" in r.user_message]
+    inner = _records(tmp_path / "run", "it0.inner")
+    assert chats  # the judge was asked over HTTP
+    for record in inner.values():
+        if record.status == "ok":
+            (round_,) = record.result["evaluation"]["rounds"]
+            assert len(round_["verdicts"]) == 4 and all(v in ("correct", "incorrect") for v in round_["verdicts"])
+            expected = sum(v == "correct" for v in round_["verdicts"]) / 4
+            assert record.result["reward"] == pytest.approx(expected)
+    assert (tmp_path / "run" / "grading" / "judge-cache.sqlite").exists()
+
+
+def test_deferred_grading_waits_for_verdicts_graded_elsewhere_then_the_iteration_continues(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    deferred = ["--set", "judge.spec=deferred", "--set", "knowledge.reward=accuracy",
+                "--set", "knowledge.correct=judge", "--set", "seal.evaluate_final=false"]  # fmt: skip
+    first = _rl(run_dir, *deferred)
+    assert first.exit_code == EXIT_WAITING, first.output
+    bundle = run_dir / "grading" / "it0" / "bundle.jsonl"
+    assert "waiting" in first.output and str(bundle) in first.output
+    header, *items = [json.loads(line) for line in bundle.read_text().splitlines()]
+    assert header["provenance"]["run_id"] and header["n_items"] == len(items) == 2 * 4 + 4 * 4  # base + 4 edits
+    inner_item = next(i for i in items if ".k" in i["item_id"])
+    assert {"iteration", "passage", "self_edit", "round", "question"} <= set(inner_item["provenance"])
+    assert all(r.result["reward"] is None for r in _records(run_dir, "it0.inner").values() if r.status == "ok")
+    assert _rl(run_dir, *deferred).exit_code == EXIT_WAITING  # still waiting: nothing imported
+
+    grades = tmp_path / "grades"
+    with FakeOllama(models=(JUDGE,)) as fake:
+        graded = subprocess.run(
+            [sys.executable, "-m", "runners.cli", "grade", str(bundle), "--judge", f"ollama:{JUDGE}",
+             "--host", fake.url, "--out", str(grades), "--variance-sample", "0"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert graded.returncode == 0, graded.stderr[-2000:]
+    export = json.loads((grades / "verdicts.export.json").read_text())
+    assert export["format"] == "seal-verdicts" and export["version"] == 1
+    unscored_id = inner_item["item_id"]
+    export["verdicts"][unscored_id]["verdict"] = None  # as if the judge had been down for this one
+    (grades / "verdicts.export.json").write_text(json.dumps(export))
+
+    imported = CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)])
+    assert imported.exit_code == 0 and "1 unscored" in imported.output, imported.output
+    again = CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)])
+    assert again.exit_code == 0  # idempotent
+
+    done = _rl(run_dir, *deferred)
+    assert done.exit_code == 0, done.output
+    rewards = _records(run_dir, "it0.reward")
+    unit = inner_item["provenance"]["unit_id"]
+    assert rewards[unit].result["reward"] is None  # one unscored answer: no reward, never a 0
+    verdicts = export["verdicts"]
+    for name, record in rewards.items():
+        if name == unit or record.status != "ok" or record.result.get("zero_epochs"):
+            continue
+        mine = [v["verdict"] for k, v in verdicts.items() if k.startswith(f"it0/{name}/")]
+        assert record.result["reward"] == pytest.approx(sum(v == "correct" for v in mine) / len(mine))
+    assert "unscored" in done.output
+    assert _records(run_dir, "it0.select")["select"].result["candidates"] == 4
+
+
+def test_grades_of_another_run_or_an_edited_bundle_are_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    waiting = _rl(run_dir, "--set", "judge.spec=deferred", "--set", "knowledge.correct=auto",
+                  "--set", "seal.evaluate_final=false")  # fmt: skip
+    assert waiting.exit_code == EXIT_WAITING, waiting.output
+    grades = tmp_path / "grades"
+    grades.mkdir()
+    bundle = run_dir / "grading" / "it0" / "bundle.jsonl"
+    source = {"path": "b.jsonl", "sha256": "0" * 64, "provenance": {"run_id": "someoneelse"}}
+    fake_export = {"format": "seal-verdicts", "version": 1, "judges": ["x"], "rubric": "r", "verdicts": {},
+                   "inputs": [source]}  # fmt: skip
+    (grades / "verdicts.export.json").write_text(json.dumps(fake_export))
+    other = CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)])
+    assert other.exit_code == 2 and "not of this run" in other.output
+    fake_export["inputs"][0]["provenance"] = json.loads(bundle.read_text().splitlines()[0])["provenance"]
+    (grades / "verdicts.export.json").write_text(json.dumps(fake_export))
+    edited = CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)])
+    assert edited.exit_code == 2 and "byte for byte" in edited.output
+    (grades / "verdicts.export.json").write_text(json.dumps({**fake_export, "version": 9}))
+    assert "version" in CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)]).output
+    assert not (run_dir / "grading" / "it0" / "verdicts.json").exists()
