@@ -124,9 +124,10 @@ class JudgementCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: each store() is its own short transaction, committed on return.
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        # The busy timeout first: switching to WAL takes a lock that another worker of the run may hold.
+        self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
