@@ -176,7 +176,7 @@ def seal_stages(cfg: Config, store: RunStore, parts: LoopParts, controls: Sequen
         if i == 0 and not held_out:
             stages[len(_answer_stages(rl)) : len(_answer_stages(rl))] = list(controls)
     if not cfg.seal.evaluate_final:
-        return stages + (list(controls) if held_out else [])
+        return stages  # held-out controls sit beside the held-out evaluation, which is off
     if not held_out:
         stages += iteration_stages(cfg, store, parts, n, rl=False)
         return stages + (list(controls) if n == 0 else [])
