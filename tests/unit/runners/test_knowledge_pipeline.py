@@ -191,3 +191,27 @@ def test_grades_of_another_run_or_an_edited_bundle_are_refused(tmp_path: Path) -
     (grades / "verdicts.export.json").write_text(json.dumps({**fake_export, "version": 9}))
     assert "version" in CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)]).output
     assert not (run_dir / "grading" / "it0" / "verdicts.json").exists()
+
+
+def test_held_out_passages_evaluate_the_base_and_the_final_model_beside_the_controls(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = _rl(
+        run_dir,
+        "--set", "knowledge.eval_passages=[2, 4]", "--set", "knowledge.passage_only=true",
+        "--set", "knowledge.passage_repeated=true",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stages = sorted(p.name for p in (run_dir / "stages").iterdir())
+    assert {"eval0.sample", "eval0.inner", "ctl.passage", "ctl.repeat", "eval1.inner", "it0.merge"} <= set(stages)
+    assert "it1.inner" not in stages  # the final model is evaluated on the held-out passages only
+    assert sorted(_records(run_dir, "eval1.inner")) == ["p0002.k0", "p0002.k1", "p0003.k0", "p0003.k1"]
+    assert _records(run_dir, "eval1.base")["p0002"].result["model"] == {"artifact": "artifacts/it0.merge/merge/model"}
+    samples = _records(run_dir, "eval0.sample")
+    for passage, record in _records(run_dir, "ctl.repeat").items():
+        accepted = [a for a in samples[passage].result["attempts"] if a["accepted"]]
+        lengths = [len(a["edit"]["segments"]) + 1 for a in accepted]  # + the passage itself
+        assert record.result["copies"] == (max(1, round(sum(lengths) / len(lengths))) if lengths else 1)
+        assert record.result["evaluation"]["sequences"] == record.result["copies"]
+    assert _records(run_dir, "ctl.passage")["p0002"].result["evaluation"]["sequences"] == 1
+    report = (run_dir / "report" / "knowledge_seal.md").read_text()
+    assert "train on passage only" in report and "passage repeated (control)" in report
