@@ -154,9 +154,10 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
                 state["at"] = (r, j)
                 artifacts["adapter"] = relative
             seen = seq if j == 0 else seq[:j]
-            scores = {p.id: domain.evaluate_baseline(worker, p.id).result["scores"] for p in seen}
-            result["accuracy"] = {pid: s["accuracy"] for pid, s in scores.items()}
-            result["scores"] = scores
+            evaluations = {p.id: domain.evaluate_baseline(worker, p.id).result for p in seen}
+            result["accuracy"] = {pid: e["scores"]["accuracy"] for pid, e in evaluations.items()}
+            result["scores"] = {pid: e["scores"] for pid, e in evaluations.items()}
+            result["evaluations"] = {pid: {"rounds": e["rounds"]} for pid, e in evaluations.items()}
             return Outcome("ok", result, artifacts=artifacts)
 
         return Processor(process, on_close=pool.release)
@@ -280,6 +281,20 @@ def write_heatmap(matrix: dict[str, Any], path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def export_items(cfg: Config, store: RunStore) -> list[dict[str, Any]]:
+    """Every answer of every step as grading items (`seal export`), ids `continual/s{r}.{j}/{passage}/r0/q{n}`."""
+    seqs = sequences_of(cfg)
+    domain = _domain(cfg, None, [p for seq in seqs for p in seq])
+    items: list[dict[str, Any]] = []
+    for unit, record in sorted(store.records(STAGE).items()):
+        if record.status != "ok":
+            continue
+        for pid, evaluation in record.result.get("evaluations", {}).items():
+            provenance = {"prefix": f"{STAGE}/{unit}/{pid}", "stage": STAGE, "unit_id": unit, "model": cfg.model.spec}
+            items += domain.grading_items(pid, evaluation, provenance)
+    return items
 
 
 def summarize(cfg: Config, store: RunStore) -> str:

@@ -135,9 +135,8 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
         return Processor(process)
 
     def make_answer() -> Processor:
-        from ttt.text_ttt import answer_and_score
-
         from ttt.generate.base import ACTIVE_ADAPTER
+        from ttt.text_ttt import answer_and_score
 
         worker = parts.workers.get(model_path)
         trained = store.records(TRAIN)[TRAIN_UNIT]
@@ -167,6 +166,18 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
         StageSpec(TRAIN, [TRAIN_UNIT], make_train, needs=(SAMPLE,), single=True),
         StageSpec(ANSWER, groups, make_answer, needs=(TRAIN, BASE)),
     ]
+
+
+def export_items(cfg: Config, store: RunStore) -> list[dict[str, Any]]:
+    """The unadapted and the CPT answers as grading items (`seal export`)."""
+    domain = make_domain(cfg, None, passages_of(cfg))
+    items: list[dict[str, Any]] = []
+    for stage in (BASE, ANSWER):
+        for unit, record in sorted(store.records(stage).items()):
+            if record.status == "ok":
+                provenance = {"prefix": f"{stage}/{unit}", "stage": stage, "unit_id": unit, "model": cfg.model.spec}
+                items += domain.grading_items(unit, record.result["evaluation"], provenance)
+    return items
 
 
 def summarize(cfg: Config, store: RunStore) -> str:

@@ -35,6 +35,8 @@ def test_cpt_trains_one_update_on_every_passage_then_answers_each(tmp_path: Path
                for p in answers]  # fmt: skip
     assert all(changed)  # the one update moved every passage's gold NLL
     assert "CPT: one update on every passage" in (run_dir / "report" / "knowledge_cpt.md").read_text()
+    exported = CliRunner().invoke(main, ["export", str(run_dir)])
+    assert exported.exit_code == 0 and "24 items" in exported.output, exported.output  # 3 passages x 4 x 2 stages
 
 
 def test_continual_folds_each_update_and_writes_the_matrix_as_json_and_a_heatmap(tmp_path: Path) -> None:
@@ -54,5 +56,7 @@ def test_continual_folds_each_update_and_writes_the_matrix_as_json_and_a_heatmap
     matrix = json.loads((run_dir / "report" / "continual_matrix.json").read_text())
     assert (matrix["rows"], matrix["columns"], matrix["sequences"]) == (4, 3, [0, 1])
     assert matrix["count"] == [[2, 2, 2], [2, 0, 0], [2, 2, 0], [2, 2, 2]]
+    exported = CliRunner().invoke(main, ["export", str(run_dir)])
+    assert exported.exit_code == 0 and f"{2 * (3 + 1 + 2 + 3) * 4} items" in exported.output, exported.output
     png = (run_dir / "report" / "continual_matrix.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
