@@ -85,6 +85,10 @@ class KnowledgeDomain:
         raise NotImplementedError("the knowledge domain has no reply template: use seal.decoding: free")
 
     def parse(self, text: str) -> Any:
+        # The completion-style self-QA prompt ends inside the first pair ("Question 1: "): the model's text starts
+        # after it, so the primer goes back in front before splitting, or the first pair would be lost.
+        if self.settings.variant == "self-qa" and self.settings.style == "completion":
+            text = "Question 1: " + text
         return parse_completion(text, split_newlines=self.settings.split_newlines)
 
     def edit_key(self, edit: Any) -> str:

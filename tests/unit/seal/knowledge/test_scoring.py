@@ -51,3 +51,14 @@ def test_completion_style_self_edits_are_cloned_with_the_loss_on_the_completion_
     kept = [t for t, label in zip(row.input_ids, row.labels) if label != -100]
     assert kept[-1] == tiny_tokenizer.eos_token_id  # type: ignore[attr-defined]
     assert tiny_tokenizer.decode(kept[:-1]).strip() == "The tower is tall."  # type: ignore[attr-defined]
+
+
+def test_completion_style_self_qa_keeps_the_pair_the_prompt_started() -> None:
+    from seal.knowledge.data import QA, Passage
+    from seal.knowledge.domain import KnowledgeDomain, KnowledgeSettings
+
+    passage = Passage("p0000", "Varrow", "Built by Ottilie Brand.", (QA("Who?", ("Ottilie Brand",)),), 0)
+    domain = KnowledgeDomain([passage], KnowledgeSettings(variant="self-qa", style="completion"), recipe=None)
+    assert domain.prompt("p0000").endswith("Question 1: ")  # type: ignore[union-attr]
+    edit = domain.parse("Who built it? Answer: Ottilie Brand.\nQuestion 2: When? Answer: 1871.")
+    assert edit.segments == ("Question: Who built it?\nAnswer: Ottilie Brand.", "Question: When?\nAnswer: 1871.")
