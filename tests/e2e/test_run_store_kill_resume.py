@@ -50,8 +50,15 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
             [*SELFTEST, "--run-dir", str(interrupted), *units], cwd=REPO, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        # Kill somewhere in the first quarter of a full run's time, so four kills cannot finish the stage.
-        time.sleep(rng.uniform(0.5, max(0.6, 0.25 * uninterrupted_s)))
+        # Once this process records its first unit (start-up takes longer on a busy machine), kill it somewhere in
+        # the next fifth of a full run's time, so four kills cannot finish the stage.
+        before = len(_journal_lines(interrupted)) if interrupted.exists() else 0
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if interrupted.exists() and len(_journal_lines(interrupted)) > before:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, max(0.1, 0.2 * uninterrupted_s)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
