@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--allow-config-change", action="store_true", help="resume a run whose config changed (passed to the workers)"
+    )
     args = parser.parse_args()
     if not Path(args.source).exists():
         raise SystemExit(f"{args.source} does not exist: give SQuAD dev in SEAL's layout with --source")
@@ -57,7 +60,8 @@ def main() -> None:
         *args.overrides,
     ]
     base = [sys.executable, "-m", "runners.cli", "knowledge", "rl", "repro_knowledge_small", "--run-dir", str(run_dir),
-            "--profile", "cpu", "--no-progress", *(x for o in overrides for x in ("--set", o))]  # fmt: skip
+            "--profile", "cpu", "--no-progress", *(x for o in overrides for x in ("--set", o)),
+            *(["--allow-config-change"] if args.allow_config_change else [])]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     rounds = 0
