@@ -139,3 +139,16 @@ def test_restem_defaults_are_the_behaviour_cloning_trainers_defaults() -> None:
     theirs = (sft.rank, sft.alpha, sft.dropout, sft.targets, sft.epochs, sft.batch_size, sft.grad_accum, sft.lr,
               sft.schedule, sft.warmup_steps, sft.max_len, sft.save_overhead, sft.save_every_steps)  # fmt: skip
     assert ours == theirs
+
+
+def test_an_experiment_extends_another_and_a_cycle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = load_config("demo", "cpu")
+    assert demo.pipeline == "knowledge_seal" and demo.restem.lora.rank == 8  # its own value
+    assert demo.restem.lora.targets[-1] == "down_proj" and demo.seal.top_p == 0.95  # from knowledge_seal
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "platforms").mkdir()
+    (tmp_path / "experiments" / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "experiments" / "b.yaml").write_text("extends: a\n")
+    monkeypatch.setenv("SEAL_CONFIGS", str(tmp_path))
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config("a", None)
