@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMMON = ["--profile", "cpu", "--no-progress", "--set", "model.spec=tiny", "--set", "seal.max_new_tokens=24",
           "--set", "knowledge.answer_max_new_tokens=6"]  # fmt: skip
 RL = [*COMMON, "--set", "knowledge.train.epochs=2", "--set", "restem.epochs=40", "--set", "restem.batch_size=1",
-      "--set", "restem.save_every_steps=10", "--set", "seal.evaluate_final=false"]  # fmt: skip
+      "--set", "restem.grad_accum=1", "--set", "restem.save_every_steps=10",
+      "--set", "seal.evaluate_final=false"]  # fmt: skip
 CONTINUAL = [*COMMON, "--set", "knowledge.source=data/knowledge", "--set", "knowledge.shuffle_seed=null",
              "--set", "judge.spec=null", "--set", "continual.passages_per_sequence=3", "--set", "continual.sequences=1",
              "--set", "knowledge.train.epochs=6"]  # fmt: skip
