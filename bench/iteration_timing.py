@@ -6,12 +6,16 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
-def run_timed(cfg: Any, pipeline: Any, compute: Callable[[str, Any], float]) -> dict[str, Any]:
+def run_timed(
+    cfg: Any, pipeline: Any, compute: Callable[[str, Any], float], keep: str | None = None
+) -> dict[str, Any]:
     """{"stage_seconds", "stage_compute_seconds", "stage_statuses", "results"} of one run of `cfg` in a temporary
-    run directory; `compute(stage, result)`: the forward/backward/generation seconds of one journal line."""
+    run directory (or in `keep`, a fresh folder left behind to inspect); `compute(stage, result)`: the
+    forward/backward/generation seconds of one journal line."""
     from runners.config import identity_hash
     from runners.stage import run_stage
     from runners.store import RunStore
@@ -19,6 +23,10 @@ def run_timed(cfg: Any, pipeline: Any, compute: Callable[[str, Any], float]) -> 
     stage_seconds: dict[str, float] = {}
     compute_seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="seal-bench-iteration-") as tmp:
+        if keep is not None:
+            if Path(keep).exists():
+                raise SystemExit(f"--keep {keep}: the folder exists; name a new one")
+            tmp = keep
         store = RunStore.open(tmp)
         stages = pipeline.stages(cfg, store)
         run_hash = identity_hash(cfg, pipeline.CONFIG_SECTIONS, pipeline.CONFIG_EXCLUDE)

@@ -45,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--keep", metavar="DIR", help="run in this new folder and leave it there to inspect")
     args = parser.parse_args()
 
     import torch
@@ -56,7 +57,7 @@ def main() -> None:
     from runners.pipelines import knowledge_seal
 
     cfg = load_config("demo", "cpu", [f"model.spec={args.model}", *args.overrides])
-    timed = run_timed(cfg, knowledge_seal, _compute_seconds)
+    timed = run_timed(cfg, knowledge_seal, _compute_seconds, keep=args.keep)
     wall = sum(timed["stage_seconds"].values())
     compute = sum(timed["stage_compute_seconds"].values())
     sft = timed["results"]["it0.sft"]["sft"]

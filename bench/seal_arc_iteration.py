@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--keep", metavar="DIR", help="run in this new folder and leave it there to inspect")
     args = parser.parse_args()
 
     import torch
@@ -53,7 +54,7 @@ def main() -> None:
     from runners.pipelines import arc_seal
 
     cfg = load_config("demo_arc", "cpu", [f"model.spec={args.model}", *args.overrides])
-    timed = run_timed(cfg, arc_seal, _compute_seconds)
+    timed = run_timed(cfg, arc_seal, _compute_seconds, keep=args.keep)
     stage_seconds, compute_seconds, statuses = (
         timed["stage_seconds"],
         timed["stage_compute_seconds"],

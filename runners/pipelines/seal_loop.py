@@ -444,18 +444,17 @@ def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool, re
             previous = model_ref(cfg, store, i)
             if cloned.result.get("carried_forward"):
                 return Outcome("ok", {"carried_forward": True, "model": previous})
-            from ttt.models import load_tokenizer
-            from ttt.sft import merge_adapter
+            from ttt.merge import merge_adapter
 
             workers.release()
             base_path = model_location(cfg, store, previous)
             relative = f"artifacts/{merge_stage}/{MERGE_UNIT}/model"
             with store.write_artifact(merge_stage, MERGE_UNIT) as folder:
-                merge_adapter(
-                    base_path, store.root / cloned.artifacts["adapter"], folder / "model", load_tokenizer(base_path)
-                )
+                _, how = merge_adapter(base_path, store.root / cloned.artifacts["adapter"], folder / "model")
             return Outcome(
-                "ok", {"carried_forward": False, "model": {"artifact": relative}}, artifacts={"model": relative}
+                "ok",
+                {"carried_forward": False, "model": {"artifact": relative}, "merge": how},
+                artifacts={"model": relative},
             )
 
         return Processor(process)

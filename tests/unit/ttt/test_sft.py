@@ -16,13 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from ttt.examples import IGNORE_INDEX, EncodedExample, encode_messages
-from ttt.models import load_model
 from ttt.sft import (
     CHECKPOINTS,
     INPUTS_FILE,
     SftSettings,
     _save_scheduler,
-    merge_adapter,
     newest_complete_checkpoint,
     train_sft,
 )
@@ -290,39 +288,6 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(
     assert result["losses"] == reference.losses and len(result["losses"]) == 72
     assert result["learning_rates"] == reference.learning_rates
     _assert_same_adapter(Path(result["adapter_dir"]), reference.adapter_dir)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Merge
-
-
-def test_merged_model_loads_plainly_and_equals_base_plus_adapter(
-    tiny_path: str, tiny_tokenizer: Any, tmp_path: Path
-) -> None:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    rows = _rows(tiny_tokenizer)
-    result = train_sft(tiny_path, tiny_tokenizer, rows, SftSettings(**FAST), tmp_path / "sft")
-    out = merge_adapter(tiny_path, result.adapter_dir, tmp_path / "merged", tiny_tokenizer)
-    assert out == tmp_path / "merged" and not (out / "adapter_config.json").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "temporary folders left behind"
-
-    merged, merged_tokenizer = load_model(str(out))
-    assert merged_tokenizer.chat_template == tiny_tokenizer.chat_template
-    base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
-    with_adapter = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
-    ids = torch.tensor([rows[1].input_ids])
-    with torch.no_grad():
-        expected = with_adapter(ids).logits
-        with with_adapter.disable_adapter():
-            base_logits = with_adapter(ids).logits
-        got = merged(ids).logits
-    assert (expected - base_logits).abs().max() > 1e-4, "the adapter must change the model for the test to mean much"
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-
-    again = merge_adapter(tiny_path, result.adapter_dir, out, tiny_tokenizer)  # replaces the folder atomically
-    assert again == out and (out / "model.safetensors").is_file()
 
 
 # ------------------------------------------------------------------------------------------------------------------
