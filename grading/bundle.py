@@ -20,7 +20,9 @@ list of acceptable grids, each a list of rows of integers 0-9), ``prediction`` (
 ``attempts`` (ARC: list of grids or raw model strings, best first), ``provenance`` (object: where the item
 came from). Optional: ``group`` (report breakdown, default ``default``), ``task_id`` (ARC: tests of one task share
 it; a task is solved iff all its tests are), ``labels`` (object of name -> bool: verdicts from elsewhere, e.g.
-the published GPT-4.1 grader, used for the agreement report). Unknown fields are an error.
+the published GPT-4.1 grader, used for the agreement report), ``outputs`` (ARC: ``{"total": N, "unparseable": U}``,
+the model outputs behind the attempts, so outputs that never became an attempt are still reported). Unknown
+fields are an error.
 
 Published SEAL result file (``*.json``)
 ---------------------------------------
@@ -39,7 +41,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,7 @@ _ITEM_FIELDS = (
     "group",
     "task_id",
     "labels",
+    "outputs",
 )
 _HEADER_FIELDS = ("format", "version", "n_items", "provenance")
 
@@ -92,6 +95,9 @@ class Item:
     group: str = "default"
     task_id: str | None = None
     labels: Mapping[str, bool] = field(default_factory=dict)
+    # ARC: {"total", "unparseable"} model outputs behind the attempts (the run's count: all views, before voting)
+    outputs: Mapping[str, int] | None = None
+    source: str | None = None  # the input file it was read from (set by read_inputs; not a bundle field)
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"item_id": self.item_id, "kind": self.kind, "question": self.question}
@@ -103,6 +109,8 @@ class Item:
             record["attempts"] = [a if isinstance(a, str) else [list(r) for r in a] for a in self.attempts or ()]
             if self.task_id is not None:
                 record["task_id"] = self.task_id
+            if self.outputs is not None:
+                record["outputs"] = dict(self.outputs)
         record["group"] = self.group
         if self.labels:
             record["labels"] = dict(self.labels)
@@ -179,6 +187,7 @@ def item_from_json(record: object, path: str | Path = "<memory>", line: int | No
         prediction = record.get("prediction")
         _require(isinstance(prediction, str), path, line, "prediction", "must be a string (may be empty)")
         _require("attempts" not in record, path, line, "attempts", "only ARC items carry attempts")
+        _require("outputs" not in record, path, line, "outputs", "only ARC items carry output counts")
         return Item(item_id, kind, question, tuple(gold), prediction, None, provenance, group, None, labels)
     _require(isinstance(gold, list) and len(gold) > 0, path, line, "gold", "must be a non-empty list of grids")
     grids: list[Grid] = []
@@ -199,7 +208,23 @@ def item_from_json(record: object, path: str | Path = "<memory>", line: int | No
     task_id = record.get("task_id", item_id)
     _require(isinstance(task_id, str) and bool(task_id), path, line, "task_id", "must be a non-empty string")
     frozen_attempts = tuple(a if isinstance(a, str) else _freeze(a) for a in attempts)
-    return Item(item_id, kind, question, tuple(grids), None, frozen_attempts, provenance, group, task_id, labels)
+    outputs = record.get("outputs")
+    _require(
+        outputs is None
+        or (
+            isinstance(outputs, dict)
+            and set(outputs) == {"total", "unparseable"}
+            and all(type(v) is int and v >= 0 for v in outputs.values())
+            and outputs["unparseable"] <= outputs["total"]
+        ),
+        path,
+        line,
+        "outputs",
+        'must be {"total": N, "unparseable": U} with 0 <= U <= N (the model outputs behind the attempts)',
+    )
+    return Item(
+        item_id, kind, question, tuple(grids), None, frozen_attempts, provenance, group, task_id, labels, outputs
+    )
 
 
 def _freeze(value: Any) -> Any:
@@ -508,6 +533,6 @@ def read_inputs(paths: Sequence[str | os.PathLike[str]], max_bytes: int = DEFAUL
                     f"{first_seen[item.item_id]}); item ids must be unique across the inputs",
                 )
             first_seen[item.item_id] = str(path)
-        items.extend(found)
+        items.extend(replace(item, source=str(path)) for item in found)
         sources.append(source)
     return Inputs(items, sources)

@@ -193,11 +193,13 @@ class JudgementCache:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
 
-    def run_counters(self) -> list[dict[str, Any]]:
-        """Latency and server counters of the judgements the current run refers to (each once)."""
+    def run_counters(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Latency and server counters of the judgements the current run refers to (each once); with `since`,
+        only those stored from then on (the ones this run asked for, not the ones it found in the cache)."""
         cursor = self._db.execute(
             "SELECT latency_s, attempts, prompt_tokens, completion_tokens, prompt_ns, eval_ns FROM judgements"
-            " WHERE key IN (SELECT key FROM run_plan WHERE key IS NOT NULL)"
+            " WHERE key IN (SELECT key FROM run_plan WHERE key IS NOT NULL) AND created_at >= ?",
+            (float("-inf") if since is None else since,),
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor]

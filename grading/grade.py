@@ -80,12 +80,13 @@ class GradeOutcome:
     votes: int  # planned judge votes (items x judges, plus the variance sample)
     cached: int
     sent: int  # HTTP requests sent, retries included
-    stored: int  # judgements committed by this run
+    stored: int  # judgements committed by this run (scored, or the judge's reply unparseable or truncated)
     failed: int  # votes left unscored by infrastructure failures
     judges_down: dict[str, str]
     infos: list[JudgeInfo]
     wall_s: float
     preflight_s: float  # part of wall_s spent checking and warming up the judges
+    scored: int = 0  # of the stored judgements, those with a verdict (stored - scored: unusable replies)
 
 
 class _GaveUp(Exception):
@@ -114,7 +115,7 @@ class _JudgeState:
 def item_metrics(item: Item) -> dict[str, float]:
     if item.kind == "qa":
         return qa_metrics(item.prediction or "", item.gold)
-    return arc_metrics(item.attempts or (), item.gold)
+    return arc_metrics(item.attempts or (), item.gold, outputs=item.outputs)
 
 
 def variance_sample(items: Sequence[Item], size: int) -> set[str]:
@@ -158,7 +159,7 @@ class _Run:
         run tables, which only `grade()` owns)."""
         self.cache, self.settings, self.states, self.log = cache, settings, states, log
         self.on_failure = on_failure or cache.record_failure
-        self.sent = self.stored = self.failed = self.done = 0
+        self.sent = self.stored = self.scored = self.failed = self.done = 0
         self.total = 0
         self._last_log = time.monotonic()
 
@@ -167,7 +168,11 @@ class _Run:
         now = time.monotonic()
         if self.log is not None and (now - self._last_log >= 2.0 or self.done == self.total):
             self._last_log = now
-            self.log(f"judged {self.done}/{self.total} (stored {self.stored}, unscored {self.failed})")
+            unusable = self.stored - self.scored
+            self.log(
+                f"judged {self.done}/{self.total}: {self.scored} scored, {unusable + self.failed} unscored "
+                f"({unusable} unparseable or truncated replies, {self.failed} failed requests)"
+            )
 
     def _fail(self, job: _Job, reason: str) -> None:
         name = self.states[job.judge].info.name
@@ -192,6 +197,7 @@ class _Run:
             state.consecutive_failures = 0
             self.cache.store(judgement)
             self.stored += 1
+            self.scored += judgement.status == "scored"
             self._tick()
 
     async def _judge(self, state: _JudgeState, job: _Job) -> Judgement:
@@ -285,7 +291,8 @@ def plan_run(
     plan: list[PlanRow] = []
     jobs: dict[str, _Job] = {}
     for item in items:
-        rows.append((item.item_id, item.to_json(), item_metrics(item)))
+        stored = item.to_json() if item.source is None else {**item.to_json(), "input": item.source}
+        rows.append((item.item_id, stored, item_metrics(item)))
         if item.kind != "qa" or not infos:
             continue
         prediction = item.prediction or ""
@@ -369,6 +376,7 @@ async def grade(
         sent=run.sent,
         stored=run.stored,
         failed=run.failed,
+        scored=run.scored,
         judges_down={s.info.name: s.down_reason for s in states if s.down_reason},
         infos=infos,
         wall_s=wall,
@@ -385,6 +393,7 @@ async def grade(
             "cached": outcome.cached,
             "sent": run.sent,
             "stored": run.stored,
+            "scored": run.scored,
             "failed": run.failed,
             "judges_down": outcome.judges_down,
             "items_per_s": len(items) / wall if wall > 0 else None,

@@ -135,8 +135,14 @@ def parse_grid(value: object) -> tuple[Grid | None, str | None]:
     return None, f"attempt of type {type(value).__name__} is neither a grid nor text"
 
 
-def arc_metrics(attempts: Sequence[object], golds: Sequence[Grid], k: int = ARC_PASS_K) -> dict[str, float]:
-    """Per test item: pass@1, pass@k, and how many attempts could not be parsed."""
+def arc_metrics(
+    attempts: Sequence[object],
+    golds: Sequence[Grid],
+    k: int = ARC_PASS_K,
+    outputs: Mapping[str, int] | None = None,
+) -> dict[str, float]:
+    """Per test item: pass@1, pass@k, how many attempts could not be parsed and, when the exporter counted them,
+    how many of the model's outputs behind the attempts could not (they never became attempts)."""
     gold_set = set(golds)
     hits: list[bool] = []
     unparseable = 0
@@ -145,12 +151,16 @@ def arc_metrics(attempts: Sequence[object], golds: Sequence[Grid], k: int = ARC_
         if grid is None:
             unparseable += 1
         hits.append(grid is not None and grid in gold_set)
-    return {
+    metrics = {
         "pass@1": float(any(hits[:1])),
         f"pass@{k}": float(any(hits[:k])),
         "attempts": float(len(attempts)),
         "unparseable_attempts": float(unparseable),
     }
+    if outputs is not None:
+        metrics["outputs"] = float(outputs["total"])
+        metrics["unparseable_outputs"] = float(outputs["unparseable"])
+    return metrics
 
 
 def tasks_solved(task_passes: Iterable[tuple[str, bool]]) -> dict[str, bool]:

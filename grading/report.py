@@ -1,11 +1,13 @@
 """Verdict file and report, both rebuilt from the cache's run tables (so a killed run still has them).
 
-``verdicts.jsonl``: one line per item with its deterministic metrics, each judge's verdict (status, reason,
-raw reply), the variance re-judge, the panel verdict and any labels from the input. ``report.json`` /
-``report.md``: accuracy by group, metric and judge with unscored / truncated / disagree rates; judge against
-deterministic metric (confusion, agreement, Cohen's kappa); Fleiss' kappa across judges; judge against input
-labels (agreement, kappa, sensitivity, specificity, Rogan-Gladen corrected accuracy with a 95% interval);
-judge variance; throughput.
+``verdicts.jsonl``: a header line (format ``seal-grading-verdicts``, version, item count, inputs, judges; read it
+with `read_verdicts`), then one line per item with its input file, its deterministic metrics, each judge's verdict
+(status, reason, raw reply), the variance re-judge, the panel verdict and any labels from the input.
+``report.json`` / ``report.md``: accuracy by group, metric and judge with unscored / truncated / disagree rates;
+one row per input file and group (arm); each deterministic metric and each judge against the labels an input
+carries (agreement, kappa, sensitivity, specificity; no judge needed); judge against deterministic metric
+(confusion, agreement, Cohen's kappa); Fleiss' kappa across judges; judge against input labels with the
+Rogan-Gladen corrected accuracy and its 95% interval; judge variance; throughput.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def rebuild_verdicts(cache: JudgementCache) -> list[dict[str, Any]]:
             "item_id": item_id,
             "kind": item["kind"],
             "group": item.get("group", "default"),
+            "input": item.get("input"),
             "metrics": metrics,
         }
         if item["kind"] == "arc":
@@ -150,6 +153,10 @@ def _group_summary(records: Sequence[dict[str, Any]], judges: Sequence[str]) -> 
             "attempts": int(sum(r["metrics"]["attempts"] for r in arc)),
             "unparseable_attempts": int(unparseable),
         }
+        counted = [r["metrics"] for r in arc if "outputs" in r["metrics"]]
+        if counted:  # the exporter counted the model outputs behind the attempts
+            summary["arc"]["outputs"] = int(sum(m["outputs"] for m in counted))
+            summary["arc"]["unparseable_outputs"] = int(sum(m["unparseable_outputs"] for m in counted))
     return summary
 
 
@@ -219,6 +226,75 @@ def _judge_vs_labels(qa: Sequence[dict[str, Any]], name: str, label: str) -> dic
     return result
 
 
+F1_CUT = 0.5
+LABEL_TESTS = ("em", "contains", f"f1>={F1_CUT}")
+ALL_GROUPS = "(all)"
+
+
+def _slices(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(input, group, records): every input file, and each group (arm) inside it, plus the pooled whole."""
+    by_input: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for record in records:
+        by_input.setdefault(record.get("input") or "(unnamed input)", {}).setdefault(record["group"], []).append(record)
+    slices = [(OVERALL, OVERALL, list(records))]
+    for source, groups in by_input.items():
+        if len(groups) > 1:
+            slices.append((source, ALL_GROUPS, [r for members in groups.values() for r in members]))
+        slices.extend((source, group, members) for group, members in sorted(groups.items()))
+    return slices
+
+
+def _by_input(records: Sequence[dict[str, Any]], judges: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"input": source, "group": group, **_group_summary(members, judges)}
+        for source, group, members in _slices(records)[1:]
+    ]
+
+
+def _test_verdict(record: dict[str, Any], test: str) -> bool | None:
+    """A deterministic metric as a yes/no verdict, or a judge's (None: that judge left the item unscored)."""
+    if test.startswith("judge:"):
+        vote = record.get("judges", {}).get(test.removeprefix("judge:"), {})
+        return _binary(vote["verdict"]) if vote.get("status") in SCORED else None
+    if test == f"f1>={F1_CUT}":
+        return record["metrics"]["f1"] >= F1_CUT
+    return record["metrics"][test] == 1.0
+
+
+def _against_labels(records: Sequence[dict[str, Any]], test: str, label: str) -> dict[str, Any]:
+    pairs = [(_test_verdict(r, test), r["labels"][label]) for r in records if label in r.get("labels", {})]
+    decided = [(t, ref) for t, ref in pairs if t is not None]
+    tested, reference = [t for t, _ in decided], [ref for _, ref in decided]
+    confusion = Confusion.of(tested, reference)
+    return {
+        "n": len(decided),
+        "unscored": len(pairs) - len(decided),
+        "agreement": percent_agreement(tested, reference),
+        "kappa": cohen_kappa(tested, reference),
+        "sensitivity": confusion.sensitivity,
+        "specificity": confusion.specificity,
+        "test_accuracy": _rate(sum(tested), len(tested)),
+        "label_accuracy": _rate(sum(reference), len(reference)),
+        "confusion": confusion.as_matrix(),
+    }
+
+
+def _labels_agreement(qa: Sequence[dict[str, Any]], judges: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per input label (e.g. the published GPT-4.1 verdicts): each deterministic metric, and each judge, against
+    it, pooled and per input file and arm. Needs no judge: the metrics alone are compared with the labels."""
+    tests = [*LABEL_TESTS, *(f"judge:{name}" for name in judges)]
+    result: dict[str, list[dict[str, Any]]] = {}
+    for label in sorted({name for r in qa for name in r.get("labels", {})}):
+        rows = []
+        for source, group, members in _slices(qa):
+            labelled = [r for r in members if label in r.get("labels", {})]
+            if labelled:
+                tests_of = {test: _against_labels(labelled, test, label) for test in tests}
+                rows.append({"input": source, "group": group, "n": len(labelled), "tests": tests_of})
+        result[label] = rows
+    return result
+
+
 def _variance(qa: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
     pairs = [
         (r["judges"][name], r["variance"][name])
@@ -244,7 +320,8 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _throughput(cache: JudgementCache, meta: Mapping[str, Any]) -> dict[str, Any]:
-    rows = cache.run_counters()
+    # Only what this run asked the servers: a re-run answered from the cache has no server figures of its own.
+    rows = cache.run_counters(since=meta.get("started_at"))
     latencies = sorted(row["latency_s"] / max(1, row["attempts"]) for row in rows if row["latency_s"] is not None)
 
     def rate(count: str, duration: str) -> float | None:
@@ -291,6 +368,9 @@ def build_report(
             "by_reason": dict(unscored),
         },
     }
+    report["by_input"] = _by_input(records, judges)
+    if any(r.get("labels") for r in qa):
+        report["labels_agreement"] = _labels_agreement(qa, judges)
     if judges and qa:
         report["judge_vs_metric"] = {name: _judge_vs_metric(qa, name) for name in judges}
         label_names = sorted({name for r in qa for name in r.get("labels", {})})
@@ -319,6 +399,82 @@ def _fmt(value: Any, percent: bool = False) -> str:
     if isinstance(value, float):
         return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
     return str(value)
+
+
+def _qa_cells(qa: Mapping[str, Any], judges: Sequence[Mapping[str, Any]]) -> list[str]:
+    metrics = qa["metrics"]
+    cells = [str(qa["n"]), _fmt(metrics["em"], True), _fmt(metrics["f1"], True), _fmt(metrics["contains"], True)]
+    for j in judges:
+        s = qa["judges"][j["name"]]
+        cells.append(
+            f"{_fmt(s['accuracy'], True)} ({_fmt(s['unscored_rate'], True)}, {_fmt(s['truncated_rate'], True)})"
+        )
+    if judges:
+        cells.append(f"{_fmt(qa['panel']['accuracy'], True)} ({_fmt(qa['panel']['disagree_rate'], True)})")
+    return cells
+
+
+def _arc_cells(arc: Mapping[str, Any]) -> list[str]:
+    return [
+        str(arc["n"]),
+        _fmt(arc["pass@1"], True),
+        _fmt(arc["pass@2"], True),
+        f"{arc['tasks_solved']}/{arc['tasks']}",
+        f"{arc['unparseable_attempts']}/{arc['attempts']}",
+        f"{arc['unparseable_outputs']}/{arc['outputs']}" if "outputs" in arc else "–",
+    ]
+
+
+def _per_input_lines(report: Mapping[str, Any]) -> list[str]:
+    rows = report.get("by_input") or []
+    judges = report["judges"]
+    lines: list[str] = []
+    qa = [r for r in rows if "qa" in r]
+    if qa:
+        header = (
+            "| input | group | n | EM | F1 | contains | "
+            + " | ".join(f"{j['name']} (unscored, truncated)" for j in judges)
+            + (" | panel (disagree) |" if judges else "")
+        )
+        lines += ["## Per input", "", header, "|" + "---|" * (header.count("|") - 1)]
+        lines += ["| " + " | ".join([f"`{r['input']}`", r["group"], *_qa_cells(r["qa"], judges)]) + " |" for r in qa]
+        lines.append("")
+    arc = [r for r in rows if "arc" in r]
+    if arc:
+        if not qa:
+            lines += ["## Per input", ""]
+        lines += [
+            "| input | group | tests | pass@1 | pass@2 | tasks solved | unparseable attempts "
+            "| unparseable outputs (run) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += ["| " + " | ".join([f"`{r['input']}`", r["group"], *_arc_cells(r["arc"])]) + " |" for r in arc]
+        lines.append("")
+    return lines
+
+
+def _labels_lines(report: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for label, rows in (report.get("labels_agreement") or {}).items():
+        lines += [
+            f"## Against the input labels `{label}`",
+            "",
+            f"Each deterministic metric (F1 as a verdict at ≥ {F1_CUT}) and each judge, read as a yes/no verdict, "
+            "against the labels the input carries; a judge is compared on the items it scored.",
+            "",
+            "| input | group | test | n | agreement | κ | sensitivity | specificity | test acc. | label acc. |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            where = row["input"] if row["input"] == OVERALL else f"`{row['input']}`"
+            for test, t in row["tests"].items():
+                lines.append(
+                    f"| {where} | {row['group']} | {test} | {t['n']} | {_fmt(t['agreement'], True)} | "
+                    f"{_fmt(t['kappa'])} | {_fmt(t['sensitivity'], True)} | {_fmt(t['specificity'], True)} | "
+                    f"{_fmt(t['test_accuracy'], True)} | {_fmt(t['label_accuracy'], True)} |"
+                )
+        lines.append("")
+    return lines
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -351,33 +507,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     )
     qa_rows = [header, "|" + "---|" * (header.count("|") - 1)]
     arc_rows = [
-        "| group | tests | pass@1 | pass@2 | tasks solved | unparseable attempts |",
-        "|---|---|---|---|---|---|",
+        "| group | tests | pass@1 | pass@2 | tasks solved | unparseable attempts | unparseable outputs (run) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, summary in sections.items():
         if "qa" in summary:
-            qa, metrics = summary["qa"], summary["qa"]["metrics"]
-            cells = [
-                name,
-                str(qa["n"]),
-                _fmt(metrics["em"], True),
-                _fmt(metrics["f1"], True),
-                _fmt(metrics["contains"], True),
-            ]
-            for j in report["judges"]:
-                s = qa["judges"][j["name"]]
-                cells.append(
-                    f"{_fmt(s['accuracy'], True)} ({_fmt(s['unscored_rate'], True)}, {_fmt(s['truncated_rate'], True)})"
-                )
-            if report["judges"]:
-                cells.append(f"{_fmt(qa['panel']['accuracy'], True)} ({_fmt(qa['panel']['disagree_rate'], True)})")
-            qa_rows.append("| " + " | ".join(cells) + " |")
+            qa_rows.append("| " + " | ".join([name, *_qa_cells(summary["qa"], report["judges"])]) + " |")
         if "arc" in summary:
-            arc = summary["arc"]
-            arc_rows.append(
-                f"| {name} | {arc['n']} | {_fmt(arc['pass@1'], True)} | {_fmt(arc['pass@2'], True)} | "
-                f"{arc['tasks_solved']}/{arc['tasks']} | {arc['unparseable_attempts']}/{arc['attempts']} |"
-            )
+            arc_rows.append("| " + " | ".join([name, *_arc_cells(summary["arc"])]) + " |")
     if len(qa_rows) > 2:
         lines += [
             "Judge accuracy is over scored items; unscored items are never counted as wrong.",
@@ -387,6 +524,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ]
     if len(arc_rows) > 2:
         lines += [*arc_rows, ""]
+    lines += _per_input_lines(report)
+    lines += _labels_lines(report)
     unscored = report["unscored"]
     if unscored["items"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(unscored["by_reason"].items()))
@@ -510,6 +649,57 @@ def verdict_export(records: Sequence[dict[str, Any]], meta: Mapping[str, Any]) -
     }
 
 
+VERDICT_LINES_FORMAT, VERDICT_LINES_VERSION = "seal-grading-verdicts", 1
+
+
+def verdict_lines_header(records: Sequence[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """First line of ``verdicts.jsonl``: what the lines after it are, and of which grading run."""
+    settings = meta.get("settings") or {}
+    return {
+        "format": VERDICT_LINES_FORMAT,
+        "version": VERDICT_LINES_VERSION,
+        "n_items": len(records),
+        "complete": meta.get("finished") is not None,
+        "inputs": list(meta.get("inputs", [])),
+        "judges": [j["name"] for j in meta.get("judges", [])],
+        "rubric": settings.get("rubric"),
+    }
+
+
+def read_verdicts(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, records) of a ``verdicts.jsonl``, checked: the format and version this code reads, and as many
+    records as the header announces (a truncated copy is refused). Errors name the file and the line."""
+    source = Path(path)
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{source}: cannot read it ({exc})") from None
+    parsed = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+    header = parsed[0] if parsed else None
+    if not isinstance(header, dict) or header.get("format") != VERDICT_LINES_FORMAT:
+        raise ValueError(
+            f"{source}:1: field 'format': expected a {VERDICT_LINES_FORMAT!r} header line (a verdicts.jsonl "
+            "written before headers existed: rebuild it with `seal grade report DIR`)"
+        )
+    if header.get("version") != VERDICT_LINES_VERSION:
+        raise ValueError(
+            f"{source}:1: field 'version': {header.get('version')!r}, this code reads version "
+            f"{VERDICT_LINES_VERSION}; grade it with the same version of this project"
+        )
+    records = parsed[1:]
+    if len(records) != header.get("n_items"):
+        raise ValueError(
+            f"{source}: the header announces {header.get('n_items')} items, the file has {len(records)} "
+            "(a truncated copy?)"
+        )
+    return header, records
+
+
 def write_outputs(cache: JudgementCache, out_dir: str | Path) -> dict[str, Any]:
     """Rebuild ``verdicts.jsonl`` from the cache, write ``report.json``, ``report.md`` and, when a judge graded
     anything, the versioned ``verdicts.export.json``."""
@@ -517,7 +707,8 @@ def write_outputs(cache: JudgementCache, out_dir: str | Path) -> dict[str, Any]:
     records = rebuild_verdicts(cache)
     meta = cache.meta()
     report = build_report(records, meta, _throughput(cache, meta))
-    _atomic_write(out / "verdicts.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    lines = [verdict_lines_header(records, meta), *records]
+    _atomic_write(out / "verdicts.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
     if meta.get("judges"):
         exported = verdict_export(records, meta)
         _atomic_write(out / VERDICTS_FILE, json.dumps(exported, indent=1, ensure_ascii=False) + "\n")

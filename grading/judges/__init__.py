@@ -101,21 +101,34 @@ def classify_status(status: int, message: str, model: str, where: str) -> JudgeE
     return FatalJudgeError(f"request refused with {status} at {where}: {message}")
 
 
+JUDGE_SCHEMES = ("ollama", "openai-compat", "hf")
+_SCHEME_EXAMPLES = "ollama:llama3.2:3b, openai-compat:http://127.0.0.1:8000/v1#<model>, hf:<model id or folder>"
+
+
 def parse_judge_spec(spec: str) -> tuple[str, str]:
-    """``ollama:m`` / ``openai-compat:url#m`` / ``hf:m`` / bare ``m`` -> (backend, rest)."""
-    backend, sep, rest = spec.partition(":")
-    if sep and backend in ("ollama", "openai-compat", "hf"):
-        if not rest:
-            raise ValueError(f"judge spec {spec!r} names no model")
-        if backend == "openai-compat" and "#" not in rest:
-            raise ValueError(
-                f"judge spec {spec!r}: write openai-compat:<base_url>#<model>, "
-                "e.g. openai-compat:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct"
-            )
-        return backend, rest
+    """``ollama:m`` / ``openai-compat:url#m`` / ``hf:m`` -> (backend, rest).
+
+    The scheme is required: an Ollama name has a colon of its own (``llama3.2:3b``), so a bare or misspelt scheme
+    (``olama:x``) cannot be told from a model name and would send the user to ``ollama pull`` a model that is not one.
+    """
     if not spec:
-        raise ValueError("empty judge spec")
-    return "ollama", spec
+        raise ValueError(f"empty judge spec; write one of {_SCHEME_EXAMPLES}")
+    backend, sep, rest = spec.partition(":")
+    if not sep or backend not in JUDGE_SCHEMES:
+        looks_like_a_model = not sep or "." in backend  # llama3.2:3b, qwen2.5:7b
+        hint = f" (an Ollama model? write ollama:{spec})" if looks_like_a_model else ""
+        raise ValueError(
+            f"judge spec {spec!r}: unknown scheme {backend + ':' if sep else '(none)'}{hint}; "
+            f"the schemes are {', '.join(s + ':' for s in JUDGE_SCHEMES)}, e.g. {_SCHEME_EXAMPLES}"
+        )
+    if not rest:
+        raise ValueError(f"judge spec {spec!r} names no model")
+    if backend == "openai-compat" and "#" not in rest:
+        raise ValueError(
+            f"judge spec {spec!r}: write openai-compat:<base_url>#<model>, "
+            "e.g. openai-compat:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct"
+        )
+    return backend, rest
 
 
 def make_judge(

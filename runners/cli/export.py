@@ -31,6 +31,11 @@ def export(run_dir: str, out: str | None) -> None:
     if not hasattr(pipeline, "export_items"):
         raise UserError(f"pipeline '{cfg.pipeline}' produces nothing to grade")
     items = pipeline.export_items(cfg, store)
+    if not items:
+        raise UserError(
+            f"{run_dir}: no gradable items, nothing written (no finished unit has an output with a known answer: "
+            "hidden test outputs, or a run not finished yet: run its command again to finish it)"
+        )
     provenance = {
         "run_dir": str(store.root),
         "experiment": cfg.experiment,

@@ -51,7 +51,7 @@ def _echo(message: str) -> None:
     "judge_specs",
     multiple=True,
     metavar="SPEC",
-    help="ollama:<model> (or a bare model name), openai-compat:<base_url>#<model>, hf:<model>. Repeat "
+    help="ollama:<model>, openai-compat:<base_url>#<model>, hf:<model>. Repeat "
     "for a panel (odd size). Without a judge only the deterministic metrics run.",
 )
 @click.option("--host", default=None, help="Ollama host [default: $OLLAMA_HOST or http://127.0.0.1:11434].")
@@ -69,6 +69,18 @@ def _echo(message: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Output folder: cache.sqlite, verdicts.jsonl, report.md, report.json [default: grades/<input>].",
+)
+@click.option(
+    "--add",
+    "add_inputs",
+    is_flag=True,
+    help="--out already grades other inputs: grade these beside them (one report over all).",
+)
+@click.option(
+    "--replace",
+    "replace_inputs",
+    is_flag=True,
+    help="--out already grades other inputs: report on these instead (the cached verdicts are kept).",
 )
 @click.option("--rescore", is_flag=True, help="Ask the judges again even for cached items.")
 @click.option("--allow-unscored", is_flag=True, help="Exit 0 even when some items stayed unscored.")
@@ -116,6 +128,8 @@ def run(
     concurrency: int,
     rubric: str,
     out_dir: Path | None,
+    add_inputs: bool,
+    replace_inputs: bool,
     rescore: bool,
     allow_unscored: bool,
     seal_strict: bool,
@@ -140,6 +154,8 @@ def run(
 
     if seal_strict and cot:
         raise click.UsageError("--seal-strict and --cot exclude each other")
+    if add_inputs and replace_inputs:
+        raise click.UsageError("--add and --replace exclude each other")
     try:
         chosen = get_rubric(rubric)
         settings = GradeSettings(
@@ -156,15 +172,25 @@ def run(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    out = out_dir or Path("grades") / inputs[0].stem
     try:
         loaded = read_inputs(inputs, max_bytes=int(max_input_mb * 2**20))
+        earlier = _earlier_inputs(out)
+        if earlier and {s["sha256"] for s in earlier} != {s.sha256 for s in loaded.sources}:
+            if add_inputs:
+                loaded = read_inputs(_added(earlier, loaded.sources), max_bytes=int(max_input_mb * 2**20))
+            elif not replace_inputs:
+                held = ", ".join(f"{s['path']} (sha256 {s['sha256'][:12]})" for s in earlier)
+                raise click.UsageError(
+                    f"{out} already holds the grading of other inputs: {held}. Pass --add to grade these beside "
+                    "them, --replace to report on these instead (cached verdicts are kept), or another --out"
+                )
     except InputError as exc:
         raise click.UsageError(str(exc)) from None
     try:
         judges = [make_judge(s, host=host, timeout=timeout, keep_alive=keep_alive, stream=stream) for s in judge_specs]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    out = out_dir or Path("grades") / inputs[0].stem
     run_meta = {"inputs": [vars(source) | {"provenance": dict(source.provenance)} for source in loaded.sources]}
     if not judge_specs and not quiet:
         _echo("no --judge given: computing the deterministic metrics only")
@@ -176,6 +202,34 @@ def run(
             "(cached verdicts are kept), or pass --allow-unscored"
         )
         sys.exit(EXIT_UNSCORED)
+
+
+def _earlier_inputs(out: Path) -> list[dict[str, Any]]:
+    """The inputs an earlier `seal grade` into `out` graded (empty when `out` holds none)."""
+    from grading.cache import JudgementCache
+
+    if not (out / CACHE_NAME).is_file():
+        return []
+    with JudgementCache(out / CACHE_NAME) as cache:
+        return list(cache.meta().get("inputs", []))
+
+
+def _added(earlier: list[dict[str, Any]], new: Any) -> list[Path]:
+    """The earlier inputs (each still there and unchanged) followed by the new ones not among them."""
+    import hashlib
+
+    from grading.bundle import InputError
+
+    paths = []
+    for source in earlier:
+        path = Path(source["path"])
+        if not path.is_file():
+            raise InputError(path, None, None, "graded into this --out before but gone now: restore it, or --replace")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != source["sha256"]:
+            raise InputError(path, None, None, "changed since it was graded into this --out: --replace, or restore it")
+        paths.append(path)
+    known = {s["sha256"] for s in earlier}
+    return paths + [Path(s.path) for s in new if s.sha256 not in known]
 
 
 def _grade_into(
@@ -210,7 +264,8 @@ def _grade_into(
         if not quiet:
             _echo(
                 f"{outcome.items} items: {outcome.cached} judge calls answered from the cache, {outcome.sent} "
-                f"requests sent, {outcome.stored} verdicts stored, {outcome.failed} failed"
+                f"requests sent; {outcome.scored} new verdicts, {outcome.stored - outcome.scored} unparseable or "
+                f"truncated replies, {outcome.failed} votes failed (unscored, never wrong)"
             )
         return write_outputs(cache, out)
 

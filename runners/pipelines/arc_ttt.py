@@ -231,8 +231,11 @@ def summarize(cfg: Config, store: RunStore) -> str:
             scored += 1
             solved += bool(r["solved"])
         mark = {True: "yes", False: "no", None: "unknown"}[r.get("solved")]
+        unknown = sum(1 for t in tests if t.get("correct") is None)  # no known answer to compare with
+        known = f"{correct}/{len(tests) - unknown}" if unknown < len(tests) else "–"
+        tested = known + (f" ({unknown} without an answer)" if unknown else "")
         rows.append(
-            f"| {task_id} | {mark} | {correct}/{len(tests)} | {outputs} | {unparseable} | "
+            f"| {task_id} | {mark} | {tested} | {outputs} | {unparseable} | "
             f"{r.get('train', {}).get('steps', 0)} | {rec.seconds:.1f} |"
         )
     total = f"solved {solved}/{scored} tasks (pass@2, a task counts when all its tests are solved)"
@@ -259,6 +262,8 @@ def export_items(cfg: Config, store: RunStore) -> list[dict[str, Any]]:
                     "task_id": task_id,
                     "gold": [sub.test_output.to_list()],
                     "attempts": test["attempts"],
+                    # outputs that never became an attempt (unparseable) still reach the grade report
+                    "outputs": {"total": test["n_outputs"], "unparseable": test["n_unparseable"]},
                     "provenance": {
                         "unit_id": task_id,
                         "stage": STAGE,

@@ -252,6 +252,13 @@ def make_domain(cfg: Config, store: RunStore | None, passages: list[Any], style:
     deferred = cfg.judge.spec == "deferred" and correct == "judge"  # a metric chosen by name needs no verdicts
     if correct == "judge" and not cfg.judge.spec:
         raise ConfigError("knowledge.correct: judge needs judge.spec (an ollama:<model> judge, or deferred)")
+    if cfg.judge.spec not in (None, "deferred"):
+        from grading.judges import parse_judge_spec
+
+        try:
+            parse_judge_spec(cfg.judge.spec)
+        except ValueError as exc:
+            raise ConfigError(f"judge.spec: {exc} (or deferred, to grade later on another machine)") from None
     try:
         settings = KnowledgeSettings(
             variant=cfg.knowledge.prompt,

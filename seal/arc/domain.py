@@ -123,6 +123,8 @@ class ArcDomain:
                     "task_id": group,
                     "gold": [sub.test_output.to_list()],
                     "attempts": test["attempts"],
+                    # outputs that never became an attempt (unparseable) still reach the grade report
+                    "outputs": {"total": test["n_outputs"], "unparseable": test["n_unparseable"]},
                     "provenance": {**provenance, "test": test["task_id"]},
                 }
             )

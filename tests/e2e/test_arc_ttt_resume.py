@@ -80,3 +80,6 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None
     items = {item.item_id: item for item in read_bundle(bundle)}
     assert set(items) == {"66e6c45b-0", "c7d4e6ad-0"}
     assert items["66e6c45b-0"].kind == "arc" and items["66e6c45b-0"].gold
+    for task, result in expected.items():  # the outputs behind the attempts travel too, unparseable ones included
+        test = result["tests"][0]
+        assert items[f"{task}-0"].outputs == {"total": test["n_outputs"], "unparseable": test["n_unparseable"]}

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from grading.bundle import Item, write_bundle
+from grading.report import read_verdicts
 from tests.fixtures.ollama_server import FakeOllama
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def test_kill_and_resume_sends_no_answered_request_twice(tmp_path: Path) -> None
             "runners.cli.grade",
             str(bundle),
             "--judge",
-            MODEL,
+            f"ollama:{MODEL}",
             "--host",
             server.url,
             "--out",
@@ -83,7 +84,7 @@ def test_kill_and_resume_sends_no_answered_request_twice(tmp_path: Path) -> None
     assert len(every) == ITEMS + SAMPLE  # everything was asked for ...
     repeated = [key for key, count in every.items() if count > 1]
     assert len(repeated) <= CONCURRENCY  # ... and only what was in flight at the kill was asked twice
-    verdicts = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
+    _, verdicts = read_verdicts(out / "verdicts.jsonl")
     assert len(verdicts) == ITEMS
     assert all(v["judges"][f"ollama:{MODEL}"]["status"] == "scored" for v in verdicts)
     assert json.loads((out / "report.json").read_text())["complete"] is True

@@ -61,16 +61,17 @@ def run_grade(
     items: Sequence[Item],
     cache_path: Path,
     *,
-    judges: Sequence[str] = (MODEL,),
+    judges: Sequence[str] = (f"ollama:{MODEL}",),
     timeout: float = 5.0,
     stream: bool = False,
+    log: Any = None,
     **overrides: Any,
 ) -> tuple[GradeOutcome, list[dict[str, Any]]]:
     async def go() -> GradeOutcome:
         made = [make_judge(spec, host=url, timeout=timeout, stream=stream) for spec in judges]
         try:
             with JudgementCache(cache_path) as cache:
-                return await grade(items, made, settings(**overrides), cache)
+                return await grade(items, made, settings(**overrides), cache, log=log)
         finally:
             for judge in made:
                 await judge.aclose()

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from grading.bundle import write_bundle
+from grading.report import read_verdicts
 from runners.cli.grade import grade
 from tests.fixtures.ollama_server import FakeOllama
 from tests.unit.grading.conftest import MODEL, qa_items
@@ -56,7 +57,7 @@ def _invoke(*args: str):
 
 def test_grade_then_report(server: FakeOllama, inputs: list[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _invoke(*inputs, "--judge", MODEL, "--host", server.url, "--out", str(out), *FAST)
+    result = _invoke(*inputs, "--judge", f"ollama:{MODEL}", "--host", server.url, "--out", str(out), *FAST)
     assert result.exit_code == 0, result.output
     assert "qa: 8 items" in result.output and "report:" in result.output
     assert {p.name for p in out.iterdir()} >= {"cache.sqlite", "verdicts.jsonl", "report.md", "report.json"}
@@ -64,7 +65,7 @@ def test_grade_then_report(server: FakeOllama, inputs: list[str], tmp_path: Path
     report = _invoke("report", str(out))
     assert report.exit_code == 0
     assert report.output.startswith("# Grading report") and "input labels `seal_published`" in report.output
-    assert len((out / "verdicts.jsonl").read_text().splitlines()) == 8  # rebuilt from the cache
+    assert len(read_verdicts(out / "verdicts.jsonl")[1]) == 8  # rebuilt from the cache
     as_json = json.loads(_invoke("report", str(out), "--json").output)
     assert as_json["overall"]["qa"]["judges"][f"ollama:{MODEL}"]["accuracy"] == pytest.approx(5 / 8)
     again = _invoke("run", *inputs, "--judge", f"ollama:{MODEL}", "--host", server.url, "--out", str(out), *FAST)
@@ -76,7 +77,7 @@ def test_unscored_items_make_the_exit_code_non_zero_unless_allowed(
     server: FakeOllama, inputs: list[str], tmp_path: Path
 ) -> None:
     server.always("500")
-    common = [*inputs, "--judge", MODEL, "--host", server.url, *FAST]
+    common = [*inputs, "--judge", f"ollama:{MODEL}", "--host", server.url, *FAST]
     result = _invoke(*common, "--out", str(tmp_path / "a"))
     assert result.exit_code == 3
     assert "stayed unscored" in result.output and "--allow-unscored" in result.output
@@ -95,7 +96,9 @@ def test_bad_input_names_file_line_and_field(tmp_path: Path) -> None:
 
 
 def test_a_missing_model_stops_before_grading(server: FakeOllama, inputs: list[str], tmp_path: Path) -> None:
-    result = _invoke(*inputs, "--judge", "llama3.2:1b", "--host", server.url, "--out", str(tmp_path / "o"), *FAST)
+    result = _invoke(
+        *inputs, "--judge", "ollama:llama3.2:1b", "--host", server.url, "--out", str(tmp_path / "o"), *FAST
+    )
     assert result.exit_code == 1
     assert "ollama pull llama3.2:1b" in result.output
     assert not server.chat_records(with_messages=False)
@@ -150,16 +153,16 @@ def test_the_cli_grades_with_torch_unimportable(server: FakeOllama, inputs: list
             _NO_TORCH,
             *inputs,
             "--judge",
-            MODEL,
+            f"ollama:{MODEL}",
             "--host",
             server.url,
             "--out",
             str(out),
             *FAST,
             "--judge",
-            "other:1b",
+            "ollama:other:1b",
             "--judge",
-            "contrarian:1b",
+            "ollama:contrarian:1b",
         ],
         cwd=REPO,
         capture_output=True,
@@ -168,7 +171,7 @@ def test_the_cli_grades_with_torch_unimportable(server: FakeOllama, inputs: list
     )
     assert completed.returncode == 0, completed.stderr
     assert "heavy modules loaded: []" in completed.stdout
-    assert len((out / "verdicts.jsonl").read_text().splitlines()) == 8
+    assert len(read_verdicts(out / "verdicts.jsonl")[1]) == 8
 
 
 def test_the_cli_module_starts_without_importing_the_client() -> None:

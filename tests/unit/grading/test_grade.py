@@ -74,7 +74,7 @@ def test_arc_only_input_needs_no_reachable_judge(tmp_path: Path) -> None:
 
 
 def test_a_panel_keeps_each_verdict_and_the_majority_decides(server: FakeOllama, tmp_path: Path) -> None:
-    judges = (MODEL, "other:1b", "contrarian:1b")
+    judges = (f"ollama:{MODEL}", "ollama:other:1b", "ollama:contrarian:1b")
     outcome, records = run_grade(server.url, qa_items(6), tmp_path / "c.sqlite", judges=judges)
     assert outcome.sent == 18
     for record in records:
@@ -84,7 +84,7 @@ def test_a_panel_keeps_each_verdict_and_the_majority_decides(server: FakeOllama,
 
 
 def test_a_three_way_split_goes_to_disagree_not_to_the_first_judge(server: FakeOllama, tmp_path: Path) -> None:
-    judges = (MODEL, "contrarian:1b", "abstainer:1b")
+    judges = (f"ollama:{MODEL}", "ollama:contrarian:1b", "ollama:abstainer:1b")
     _, records = run_grade(
         server.url, qa_items(3), tmp_path / "c.sqlite", judges=judges, rubric=get_rubric("three-way")
     )
@@ -105,9 +105,14 @@ def test_panel_rules() -> None:
 
 def test_panel_must_be_odd_and_distinct(server: FakeOllama, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="odd number of judges"):
-        run_grade(server.url, qa_items(1), tmp_path / "c.sqlite", judges=(MODEL, "other:1b"))
+        run_grade(server.url, qa_items(1), tmp_path / "c.sqlite", judges=(f"ollama:{MODEL}", "ollama:other:1b"))
     with pytest.raises(ValueError, match="appears twice"):
-        run_grade(server.url, qa_items(1), tmp_path / "c.sqlite", judges=(MODEL, MODEL, "other:1b"))
+        run_grade(
+            server.url,
+            qa_items(1),
+            tmp_path / "c.sqlite",
+            judges=(f"ollama:{MODEL}", f"ollama:{MODEL}", "ollama:other:1b"),
+        )
 
 
 def test_variance_sample_rejudges_with_another_seed(server: FakeOllama, tmp_path: Path) -> None:
@@ -132,7 +137,6 @@ def test_seal_strict_sends_no_schema_and_applies_the_published_rule(server: Fake
 
 
 def test_judge_specs() -> None:
-    assert parse_judge_spec("llama3.2:1b") == ("ollama", "llama3.2:1b")
     assert parse_judge_spec("ollama:llama3.2:1b") == ("ollama", "llama3.2:1b")
     assert parse_judge_spec("openai-compat:http://h:8000/v1#m") == ("openai-compat", "http://h:8000/v1#m")
     assert parse_judge_spec("hf:/models/x") == ("hf", "/models/x")
@@ -140,6 +144,23 @@ def test_judge_specs() -> None:
         parse_judge_spec("openai-compat:http://h:8000/v1")
     with pytest.raises(ValueError, match="names no model"):
         parse_judge_spec("hf:")
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("olama:x", "unknown scheme olama:; the schemes are ollama:, openai-compat:, hf:"),
+        ("foo:bar:baz", "unknown scheme foo:; the schemes are ollama:, openai-compat:, hf:"),
+        ("llama3.2:1b", "(an Ollama model? write ollama:llama3.2:1b)"),
+        ("llama3", "unknown scheme (none) (an Ollama model? write ollama:llama3)"),
+        ("", "empty judge spec"),
+    ],
+)
+def test_unknown_judge_schemes_are_refused_with_the_valid_ones(spec: str, says: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_judge_spec(spec)
+    assert says in str(caught.value)
+    assert "ollama pull" not in str(caught.value)
 
 
 def test_openai_compatible_judge_against_the_v1_routes(server: FakeOllama, tmp_path: Path) -> None:

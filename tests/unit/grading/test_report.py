@@ -10,7 +10,7 @@ import pytest
 from grading.agreement import rogan_gladen
 from grading.bundle import Item
 from grading.cache import JudgementCache, PlanRow
-from grading.report import OVERALL, build_report, rebuild_verdicts, render_markdown, write_outputs
+from grading.report import OVERALL, build_report, read_verdicts, rebuild_verdicts, render_markdown, write_outputs
 from tests.fixtures.ollama_server import FakeOllama
 from tests.unit.grading.conftest import MODEL, qa_items, run_grade
 
@@ -100,8 +100,9 @@ def test_outputs_are_rebuilt_from_the_cache(server: FakeOllama, tmp_path: Path) 
     run_grade(server.url, items, tmp_path / "cache.sqlite", variance_sample=2)
     with JudgementCache(tmp_path / "cache.sqlite") as cache:
         report = write_outputs(cache, tmp_path)
-    lines = (tmp_path / "verdicts.jsonl").read_text().splitlines()
-    assert [json.loads(line)["item_id"] for line in lines] == [i.item_id for i in items]
+    header, lines = read_verdicts(tmp_path / "verdicts.jsonl")
+    assert header["format"] == "seal-grading-verdicts" and header["n_items"] == len(items) and header["complete"]
+    assert [line["item_id"] for line in lines] == [i.item_id for i in items]
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
     arc = report["overall"]["arc"]
     assert (arc["n"], arc["pass@1"], arc["tasks"], arc["tasks_solved"], arc["unparseable_attempts"]) == (

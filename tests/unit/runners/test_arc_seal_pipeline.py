@@ -192,6 +192,7 @@ def test_export_covers_every_iteration_and_control_with_provenance(tmp_path: Pat
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert all(item.provenance["config_hash"] == manifest["config_hash"] for item in items)
     assert all(item.gold for item in items)
+    assert all(item.outputs and 0 <= item.outputs["unparseable"] <= item.outputs["total"] for item in items)
 
 
 def test_only_and_limit_name_tasks_and_later_stages_wait_instead_of_crashing(tmp_path: Path) -> None:

