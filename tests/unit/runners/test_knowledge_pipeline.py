@@ -91,6 +91,7 @@ def test_a_finished_run_is_resumed_without_work_and_raising_iterations_continues
         (["knowledge.eval_passages=[0, 2]"], "overlaps knowledge.train_passages"),
         (["knowledge.train_passages=[0, 40]"], "has 10"),
         (["knowledge.correct=judge"], "judge needs judge.spec"),
+        (["judge.spec=olama:x"], "judge.spec: judge spec 'olama:x': unknown scheme olama:"),
         (["seal.decoding=template"], "samples free text"),
     ],
 )
