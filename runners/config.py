@@ -34,6 +34,11 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the person who has to fix it."""
 
 
+def at_least(minimum: float, default: Any) -> Any:
+    """A numeric config field that refuses values below `minimum` (checked when the config is built)."""
+    return field(default=default, metadata={"min": minimum})
+
+
 class _Loader(yaml.SafeLoader):
     """YAML without YAML 1.1's octal, sexagesimal and leading-zero integers.
 
@@ -137,17 +142,18 @@ class InferConfig:
 class SelftestConfig:
     """The built-in `selftest` stage: units doing real but cheap work (PBKDF2), for checking the machinery."""
 
-    units: int = 300
-    iterations: int = 20000
+    units: int = at_least(1, 300)
+    iterations: int = at_least(1, 20000)
 
 
 @dataclass(frozen=True)
 class SealConfig:
     """The SEAL outer loop (seal-reference §A3, §A7): sample self-edits, apply and reward each, clone the good ones."""
 
-    iterations: int = 1  # RL iterations; raising it on a finished run continues the run (not part of its identity)
+    # RL iterations; raising it on a finished run continues the run (not part of its identity)
+    iterations: int = at_least(1, 1)
     evaluate_final: bool = True  # also sample and evaluate self-edits of the last iteration's model
-    self_edits: int = 5  # k per group (SEAL: 15 on the ARC training subset, 5 on evaluation)
+    self_edits: int = at_least(1, 5)  # k per group (SEAL: 15 on the ARC training subset, 5 on evaluation)
     temperature: float = 0.8
     top_p: float = 1.0
     max_new_tokens: int = 128
@@ -223,7 +229,7 @@ class KnowledgeConfig:
     include_passage: bool = True  # the passage itself is the last training sequence (SEAL)
     split_newlines: bool = True  # one training sequence per line / question-answer pair (SEAL)
     loss_start: str | None = None  # null: loss on the whole sequence; else only after this substring
-    rounds: int = 3  # independent TTT rounds per self-edit, rewards averaged (SEAL ranking: 3)
+    rounds: int = at_least(1, 3)  # independent TTT rounds per self-edit, rewards averaged (SEAL ranking: 3)
     answer_max_new_tokens: int = 64
     # What makes an answer correct: the judge, or a deterministic metric; auto: the judge when one is configured,
     # else `contains` (the gold answer appears in the answer, normalised).
@@ -251,9 +257,9 @@ class JudgeConfig:
     spec: str | None = None
     host: str | None = None  # Ollama host; null: $OLLAMA_HOST or http://127.0.0.1:11434
     rubric: str = "seal-yesno"
-    concurrency: int = 1
+    concurrency: int = at_least(1, 1)
     timeout_s: float = 120.0
-    retries: int = 5
+    retries: int = at_least(1, 5)
 
 
 @dataclass(frozen=True)
@@ -493,6 +499,9 @@ def _build(cls: type, data: Any, prefix: str, base: Any = None) -> Any:
             kwargs[name] = _build(tp, data[name], f"{prefix}{name}.", base=parent if isinstance(parent, tp) else None)
         else:
             kwargs[name] = _coerce(tp, data[name], f"{prefix}{name}")
+            minimum = fields[name].metadata.get("min")
+            if minimum is not None and kwargs[name] is not None and kwargs[name] < minimum:
+                raise ConfigError(f"config key '{prefix}{name}': {kwargs[name]!r} is below its minimum, {minimum}")
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
@@ -541,6 +550,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            # An all-digit id (ARC's 59341089): the loader reads only plain decimals as numbers, so the text is exact.
+            return str(value)
         raise ConfigError(_type_error(key, value, "str"))
     raise ConfigError(f"config key '{key}': unsupported type {tp!r} in the schema")  # a bug in the schema
 

@@ -326,7 +326,10 @@ class RunStore:
             from runners.sync import MirroredRunStore  # fsspec only when a URL is used
 
             return MirroredRunStore.open_url(text)
-        return cls(Path(text.removeprefix("file://")).expanduser())  # created by the first write, not here
+        root = Path(text.removeprefix("file://")).expanduser()
+        if root.exists() and not root.is_dir():
+            raise RunStoreError(f"{root} is a file, not a run directory: name a folder (a new one, or a run to resume)")
+        return cls(root)  # created by the first write, not here
 
     # -- manifest --------------------------------------------------------------------------------------------
     @property

