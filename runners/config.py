@@ -288,6 +288,8 @@ class RunConfig:
     seed: int = 0
     keep_adapters: bool = False
     claim_timeout_s: float = 900.0  # a claim whose heartbeat is older than this is taken over
+    # A unit that runs out of memory is retried this many times, each time smaller (batch, then context).
+    oom_retries: int = at_least(0, 3)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from runners.chunks import Chunk, ClaimBoard, check_only, select_units, worker_i
 from runners.names import check_stage_name, check_unit_ids
 from runners.store import DONE_STATUSES, RunStore, Status, UnitRecord
 from runners.units import read_frozen_units, resolve_units
+from ttt import memory  # torch-free: the back-off state and the per-step memory log
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ def run_stage(
     progress: bool = True,
     worker: dict[str, object] | None = None,
     config_hash: str | None = None,
+    oom_retries: int = 3,
 ) -> StageSummary:
-    """Process this worker's selection of a stage whose barrier is met (run_pipeline checks it)."""
+    """Process this worker's selection of a stage whose barrier is met (run_pipeline checks it). A unit that runs out
+    of memory is retried smaller, up to `oom_retries` times (`_process_one`)."""
     worker = worker or worker_identity()
     worker_name = f"{worker['host']}:{worker['pid']}:{worker['id']}"
     journal = store.journal(spec.name)
@@ -121,6 +124,7 @@ def run_stage(
 
     bar = _progress_bar(spec.name, len(selected), summary.already_done, enabled=progress)
     processor: ProcessFn | None = None
+    memory.reset_backoff()
     try:
         pending = todo
         for attempt in range(2):  # a second pass takes over claims whose holders died during the first
@@ -136,7 +140,9 @@ def run_stage(
                         continue
                     if processor is None:
                         processor = spec.make_processor()
-                    record = _process_one(processor, unit, worker_name, config_hash)
+                    memory.set_context(stage=spec.name, unit=unit)
+                    record = _process_one(processor, unit, worker_name, config_hash, oom_retries)
+                    memory.release_cached_memory()  # what this unit cached on the GPU goes back before the next
                     journal.append(record)
                     if record.status in DONE_STATUSES:  # after an `error` the folder stays for the retry
                         store.remove_work_dir(spec.name, unit)
@@ -175,14 +181,56 @@ def _groups(spec: StageSpec, units: list[str]) -> set[str]:
     return {spec.group(u) for u in units} if spec.group else set(units)
 
 
-def _process_one(processor: ProcessFn, unit: str, worker_name: str, config_hash: str | None) -> UnitRecord:
+OOM_ADVICE = (
+    "lower the batch (train.batch_size, restem.batch_size, infer.batch_size) or the context (train.max_len, "
+    "ttt_data.max_tokens, infer.max_tokens), the LoRA rank, or use the profile of a bigger GPU"
+)
+
+
+def _process_one(
+    processor: ProcessFn, unit: str, worker_name: str, config_hash: str | None, oom_retries: int = 3
+) -> UnitRecord:
+    """Run one unit. Out of memory: free what the attempt held, shrink (ttt/memory.py), retry; the steps taken go
+    into the journal line. Any other exception is an infrastructure failure, recorded as `error`."""
     start = time.perf_counter()
-    try:
-        outcome = processor(unit)
-    except Exception as exc:  # an infrastructure failure: recorded as `error`, retried on the next run
-        log.error("unit %s failed: %s", unit, exc, exc_info=True)
-        tail = "".join(traceback.format_exception(exc)[-3:])
-        outcome = Outcome("error", {"traceback": tail[-2000:]}, f"{type(exc).__name__}: {exc}")
+    backoffs: list[dict[str, str]] = []
+    while True:
+        failure = None
+        try:
+            outcome = processor(unit)
+        except Exception as exc:
+            failure = exc
+            oom = memory.is_out_of_memory(exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            message = reason.splitlines()[0][:300]
+            tail = "".join(traceback.format_exception(exc)[-3:])[-2000:]
+            if not oom:
+                log.error("unit %s failed: %s", unit, exc, exc_info=True)
+        if failure is None:
+            break
+        del failure  # the traceback's frames hold the attempt's tensors: drop them before retrying
+        if oom and len(backoffs) < oom_retries:
+            memory.release_cached_memory()
+            step = memory.shrink()
+            backoffs.append({"error": message, "then": step})
+            log.warning("unit %s ran out of memory (%s); retrying with %s", unit, message, step)
+            continue
+        if oom:
+            tried = "; ".join(b["then"] for b in backoffs) or "no retries allowed (run.oom_retries=0)"
+            reason = f"out of memory after {len(backoffs)} back-off(s) ({tried}): {message}. To fix: {OOM_ADVICE}"
+            log.error("unit %s: %s", unit, reason)
+            outcome = Outcome("error", {"traceback": tail, "oom_backoff": backoffs}, reason)
+        else:  # an infrastructure failure: recorded as `error`, retried on the next run
+            outcome = Outcome("error", {"traceback": tail}, reason)
+        break
+    state = memory.backoff()
+    if outcome.status != "error" and (backoffs or state.degraded) and isinstance(outcome.result, dict):
+        # Results of a degraded unit say so: the batch split changes nothing but speed, a shorter context may
+        # have skipped training examples (their counts are in the result).
+        degraded = {**state.to_dict(), "events": backoffs}
+        outcome = Outcome(
+            outcome.status, {**outcome.result, "oom_backoff": degraded}, outcome.reason, outcome.artifacts
+        )
     return UnitRecord(
         unit=unit,
         status=outcome.status,
@@ -211,6 +259,7 @@ def run_pipeline(
     claim_timeout_s: float,
     progress: bool,
     config_hash: str | None = None,
+    oom_retries: int = 3,
 ) -> list[StageSummary]:
     """Run the stages in order. The pipeline stops at a stage with errors (retry them first) or at one whose barrier
     is not met (its summary then carries `waiting`). Units held by other workers stop it only in a pipeline that
@@ -257,6 +306,7 @@ def run_pipeline(
             progress=progress,
             worker=worker,
             config_hash=config_hash,
+            oom_retries=oom_retries,
         )
         summaries.append(summary)
     return summaries

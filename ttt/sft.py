@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ttt import memory
 from ttt.examples import IGNORE_INDEX, EncodedExample
 from ttt.lora import SEAL_TARGETS, _atomic_replace_dir, _sort_config_lists
 from ttt.merge import _fsync_tree
@@ -283,6 +284,7 @@ def _save_scheduler(
             return time.perf_counter() - self.mark >= self.last_save_seconds / settings.save_overhead
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            memory.log_step(state.global_step)
             if progress is not None:
                 progress("step", state.global_step)
             if state.global_step < state.max_steps and self._due(state.global_step):
@@ -317,11 +319,15 @@ def _sft_config(settings: SftSettings, checkpoints: Path, precision_name: str, o
     from trl import SFTConfig
 
     schedule = "constant_with_warmup" if settings.schedule == "constant" else settings.schedule
+    # After an out-of-memory error the micro-batch shrinks and accumulation grows by the same factor: the same
+    # update, and the same checkpoints (their fingerprint holds the configured batch, not this split).
+    micro, factor = memory.split_batch(settings.batch_size)
+    memory.note_batch(micro)
     return SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=settings.grad_accum * factor,
         learning_rate=settings.lr,
         lr_scheduler_type=schedule,
         warmup_steps=settings.warmup_steps,

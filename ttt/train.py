@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ttt import memory
 from ttt.examples import IGNORE_INDEX, EncodedExample
 from ttt.settings import DTYPES, LR_SCHEDULES, PACKINGS, TrainSettings  # noqa: F401  (re-exported)
 
@@ -247,8 +248,9 @@ def train(
     packed = settings.packing == "packed" or (settings.packing == "auto" and device.type == "cuda")
     result = TrainResult(precision=precision.name, packing="packed" if packed else "sequential")
     usable = []
+    max_len = memory.context_limit(settings.max_len)  # lowered after an out-of-memory error (ttt/memory.py)
     for example in examples:
-        if example.num_tokens > settings.max_len:
+        if example.num_tokens > max_len:
             result.skipped_too_long += 1
         elif example.num_loss_tokens == 0:
             result.skipped_no_loss += 1
@@ -283,10 +285,18 @@ def train(
             micro = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
             for step_in_epoch in range(steps_per_epoch):
                 group = micro[step_in_epoch * settings.grad_accum : (step_in_epoch + 1) * settings.grad_accum]
-                if packed:
-                    batches = [pack_examples([usable[i] for i in indices], device) for indices in group]
+                if packed:  # after an out-of-memory error, each micro-batch runs as several smaller passes
+                    size = max(len(indices) for indices in group)
+                    step_rows = memory.micro_batch(size)
+                    batches = [
+                        pack_examples([usable[i] for i in indices[at : at + step_rows]], device)
+                        for indices in group
+                        for at in range(0, len(indices), step_rows)
+                    ]
                 else:
+                    step_rows = 1
                     batches = [pack_examples([usable[i]], device) for indices in group for i in indices]
+                memory.note_batch(step_rows)
                 step_loss_tokens = sum(batch.num_loss_tokens for batch in batches)
                 step_loss = torch.zeros((), device=device)
                 sync()
@@ -318,6 +328,7 @@ def train(
                 result.losses.append(loss_value)
                 result.loss_tokens += step_loss_tokens
                 result.steps += 1
+                memory.log_step(result.steps, loss=loss_value)
                 if on_step is not None:
                     on_step(result.steps, loss_value)
             result.epochs_run = epoch + 1

@@ -6,6 +6,9 @@ import click
 
 from runners.cli.driver import execute_run, load_cli_config, profile_option, run_options, set_option
 from runners.config import to_yaml
+from ttt.memory import configure_allocator
+
+configure_allocator()  # CUDA allocator settings must be in the environment before torch is first imported
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -153,6 +153,9 @@ def execute_run(
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
     _setup_logging(store.logs_dir() / f"worker-{os.getpid()}.log")
+    from ttt import memory
+
+    memory.configure_log(store.logs_dir() / f"memory-{os.getpid()}.jsonl")  # one line per training step
     click.echo(f"run directory: {store.root}  (config {run_hash}, profile {cfg.profile})", err=True)
     try:
         summaries = run_pipeline(
@@ -162,6 +165,7 @@ def execute_run(
             claim_timeout_s=cfg.run.claim_timeout_s,
             progress=progress,
             config_hash=run_hash,
+            oom_retries=cfg.run.oom_retries,
         )
     except (SelectionError, InvalidNameError) as exc:
         logging.getLogger("seal.run").error("stopped: %s", exc)

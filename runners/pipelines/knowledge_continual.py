@@ -31,6 +31,7 @@ CONFIG_SECTIONS = ("model", "train", "knowledge", "judge", "seal", "continual", 
 CONFIG_EXCLUDE = (
     "model.cache_dir",
     "run.claim_timeout_s",
+    "run.oom_retries",
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

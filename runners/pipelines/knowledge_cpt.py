@@ -28,6 +28,7 @@ CONFIG_SECTIONS = ("model", "train", "knowledge", "judge", "seal", "cpt", "run")
 CONFIG_EXCLUDE = (
     "model.cache_dir",
     "run.claim_timeout_s",
+    "run.oom_retries",
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

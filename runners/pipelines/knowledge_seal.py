@@ -35,6 +35,7 @@ CONFIG_EXCLUDE = (
     "seal.evaluate_final",
     "model.cache_dir",
     "run.claim_timeout_s",
+    "run.oom_retries",
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

@@ -13,7 +13,10 @@ from runners.stage import Outcome, ProcessFn, StageSpec, unit_seed
 from runners.store import RunStore
 
 CONFIG_SECTIONS = ("selftest", "run")
-CONFIG_EXCLUDE = ("run.claim_timeout_s",)
+CONFIG_EXCLUDE = (
+    "run.claim_timeout_s",
+    "run.oom_retries",
+)
 
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ttt import memory
 from ttt.examples import encode_plain, encode_prompt, end_of_turn_ids
 from ttt.generate.base import ACTIVE_ADAPTER, GenerationOutput, GenerationRequest
 from ttt.lora import AdapterSlot
@@ -107,8 +108,10 @@ class HFGenerator:
             order = sorted(range(len(rows)), key=lambda r: -len(rows[r].prompt))
             completions: list[_Completion | None] = [None] * len(rows)
             with self._adapter(adapter):
-                for start in range(0, len(order), self.max_batch_size):
-                    chunk = order[start : start + self.max_batch_size]
+                rows_at_once = memory.micro_batch(self.max_batch_size)  # smaller after an out-of-memory error
+                memory.note_batch(min(rows_at_once, len(order)))
+                for start in range(0, len(order), rows_at_once):
+                    chunk = order[start : start + rows_at_once]
                     for row_index, completion in zip(chunk, self._decode([rows[r] for r in chunk])):
                         completions[row_index] = completion
             position = 0

@@ -220,3 +220,36 @@ def test_prefill_continues_the_reply_and_is_not_returned(tiny: tuple) -> None:
                 generated.pop()
                 break
     assert output.text == tokenizer.decode(generated, skip_special_tokens=True)
+
+
+def test_after_an_out_of_memory_error_fewer_rows_decode_at_once(tiny: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttt import memory
+
+    model, tokenizer = tiny
+    generator = HFGenerator(model, tokenizer, max_batch_size=4)
+    sizes: list[int] = []
+    real = generator._decode
+    monkeypatch.setattr(generator, "_decode", lambda rows: sizes.append(len(rows)) or real(rows))
+    requests = [_request(f"Say {word}.", max_new_tokens=3) for word in ("one", "two", "three", "four")]
+    memory.reset_backoff()
+    full = generator.generate(requests)
+    memory.backoff().batch_divisor = 2
+    try:
+        halved = generator.generate(requests)
+    finally:
+        memory.reset_backoff()
+    assert sizes == [4, 2, 2]
+    assert [o.texts for o in halved] == [o.texts for o in full]  # greedy: the same answers, decoded in halves
+
+
+def test_split_batch_keeps_the_effective_batch() -> None:
+    from ttt import memory
+
+    memory.reset_backoff()
+    assert memory.split_batch(10) == (10, 1)
+    for divisor, expected in ((2, (5, 2)), (4, (2, 5)), (8, (1, 10))):
+        memory.backoff().batch_divisor = divisor
+        assert memory.split_batch(10) == expected
+    memory.backoff().batch_divisor = 2
+    assert memory.split_batch(5) == (1, 5)  # 5 has no divisor near 2: one row, five accumulation steps
+    memory.reset_backoff()
