@@ -97,11 +97,13 @@ def detect_platform() -> PlatformInfo:
 
 
 def choose_profile(info: PlatformInfo) -> str:
-    """Map the first visible GPU onto one of the shipped profiles (cpu, t4, l4, a100-40, a100-80)."""
+    """Map the first visible GPU onto one of the shipped profiles (cpu, t4, kaggle, l4, a100-40, a100-80)."""
     if not info.gpus:
         return "cpu"
     gpu = info.gpus[0]
     name = gpu.name.upper()
+    if info.kind == "kaggle" and not gpu.bf16:
+        return "kaggle"  # T4 x2 or P100: T4 settings, with Kaggle's paths and limits noted in the profile
     if "T4" in name or not gpu.bf16:
         return "t4"  # no bf16: fp16 autocast with fp32 master weights
     if "L4" in name:

@@ -31,7 +31,7 @@ profile_option = click.option(
     "--profile",
     default="auto",
     show_default=True,
-    help="Platform profile: auto, cpu, t4, l4, a100-40, a100-80, or a path to a YAML file.",
+    help="Platform profile: auto, cpu, t4, kaggle, l4, a100-40, a100-80, or a path to a YAML file.",
 )
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable)."

@@ -29,6 +29,16 @@ def test_profile_choice(gpu: GpuInfo | None, profile: str) -> None:
     assert choose_profile(info) == profile
 
 
+def test_kaggle_gets_its_own_profile() -> None:
+    for gpu in (GpuInfo("Tesla T4", 15.0, bf16=False), GpuInfo("Tesla P100-PCIE-16GB", 16.0, bf16=False)):
+        assert choose_profile(PlatformInfo("kaggle", (gpu,), 4)) == "kaggle"
+    assert choose_profile(PlatformInfo("kaggle", (), 4)) == "cpu"
+    from runners.config import load_config
+
+    kaggle, t4 = load_config("arc_ttt_oracle", "kaggle"), load_config("arc_ttt_oracle", "t4")
+    assert kaggle.profile == "kaggle" and kaggle.train == t4.train and kaggle.lora == t4.lora
+
+
 def test_platform_kind_and_runs_root(monkeypatch, tmp_path: Path) -> None:
     assert detect_kind({"COLAB_RELEASE_TAG": "x"}) == "colab"
     assert detect_kind({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}) == "kaggle"
