@@ -290,6 +290,8 @@ class RunConfig:
     claim_timeout_s: float = 900.0  # a claim whose heartbeat is older than this is taken over
     # A unit that runs out of memory is retried this many times, each time smaller (batch, then context).
     oom_retries: int = at_least(0, 3)
+    memory_check: bool = True  # refuse to start a run whose memory plan (`seal plan`) does not fit
+    memory_budget_gib: float | None = None  # None: the profile's GPU (t4 15, l4 22, a100 40/80) or this machine's RAM
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ so one stage's model leaves memory before the next stage loads its own.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import time
@@ -210,6 +211,7 @@ def _process_one(
             break
         del failure  # the traceback's frames hold the attempt's tensors: drop them before retrying
         if oom and len(backoffs) < oom_retries:
+            gc.collect()  # the failed attempt's tensors are unreachable now; free them before the cache is emptied
             memory.release_cached_memory()
             step = memory.shrink()
             backoffs.append({"error": message, "then": step})

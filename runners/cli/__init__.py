@@ -56,6 +56,33 @@ def config_show(experiment: str, profile: str, overrides: tuple[str, ...]) -> No
     click.echo(to_yaml(cfg), nl=False)
 
 
+@main.command("plan")
+@click.argument("experiment")
+@profile_option
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_cmd(experiment: str, profile: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Predicted peak memory of each phase of EXPERIMENT (training, inference, sampling, SFT) against the budget of
+    the profile's GPU or this machine, and the smallest change that fits when it does not. Exit 1: it does not fit."""
+    import json
+
+    from runners.cli.driver import UserError
+    from runners.memory_check import describe, plan
+
+    cfg = load_cli_config(experiment, profile, overrides)
+    try:
+        result = plan(cfg)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if result is None:
+        click.echo(f"pipeline {cfg.pipeline} loads no model: nothing to plan")
+        return
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else f"{cfg.model.spec}, profile {cfg.profile}\n"
+               + describe(result))  # fmt: skip
+    if not result.fits:
+        raise click.exceptions.Exit(1)
+
+
 @main.command("doctor")
 @click.option("--ollama-host", default=None, help="Ollama host to probe (default: $OLLAMA_HOST or 127.0.0.1:11434).")
 def doctor_cmd(ollama_host: str | None) -> None:

@@ -22,7 +22,15 @@ from runners.store import RunStore
 
 CONFIG_SECTIONS = ("model", "lora", "train", "arc", "ttt_data", "infer", "seal", "restem", "controls", "run")
 # The iteration count says how far to go, not what the run is: raising it continues a finished run.
-CONFIG_EXCLUDE = ("seal.iterations", "seal.evaluate_final", "model.cache_dir", "run.claim_timeout_s", "run.oom_retries")
+CONFIG_EXCLUDE = (
+    "seal.iterations",
+    "seal.evaluate_final",
+    "model.cache_dir",
+    "run.claim_timeout_s",
+    "run.oom_retries",
+    "run.memory_check",
+    "run.memory_budget_gib",
+)
 
 FORMAT, ORACLE, WRONG_TASK = "ctl.format", "ctl.oracle", "ctl.wrong_task"
 __all__ = ["CONFIG_EXCLUDE", "CONFIG_SECTIONS", "data_identity", "export_items", "stage_outcome", "stages", "summarize"]

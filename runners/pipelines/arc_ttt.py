@@ -23,7 +23,13 @@ STAGE = "ttt"
 # What makes a run what it is (runners/config.py: config_identity); where the model cache lives and how long a
 # claim may go without a heartbeat do not change any result.
 CONFIG_SECTIONS = ("model", "lora", "train", "arc", "ttt_data", "infer", "run")
-CONFIG_EXCLUDE = ("model.cache_dir", "run.claim_timeout_s", "run.oom_retries")
+CONFIG_EXCLUDE = (
+    "model.cache_dir",
+    "run.claim_timeout_s",
+    "run.oom_retries",
+    "run.memory_check",
+    "run.memory_budget_gib",
+)
 
 
 def _tasks(cfg: Config) -> dict[str, list[Any]]:

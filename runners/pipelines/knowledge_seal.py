@@ -36,6 +36,8 @@ CONFIG_EXCLUDE = (
     "model.cache_dir",
     "run.claim_timeout_s",
     "run.oom_retries",
+    "run.memory_check",
+    "run.memory_budget_gib",
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

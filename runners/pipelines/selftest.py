@@ -16,6 +16,8 @@ CONFIG_SECTIONS = ("selftest", "run")
 CONFIG_EXCLUDE = (
     "run.claim_timeout_s",
     "run.oom_retries",
+    "run.memory_check",
+    "run.memory_budget_gib",
 )
 
 

@@ -1,0 +1,257 @@
+"""The memory plan of an experiment: each phase its pipeline runs, its predicted peak, the budget, and, when it does
+not fit, the smallest change that does. `seal plan` prints it; every command that runs a pipeline checks it before
+the run directory gets its manifest (`run.memory_check: false` skips the check)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runners.config import Config
+from ttt.memory_plan import GIB, ModelShape, Terms, generation_peak, gib, shape_of, training_peak
+
+KNOWLEDGE_PROMPT_TOKENS = 1024  # a SQuAD passage and the self-edit prompt stay under this
+GPU_PROFILES_GIB = {"t4": 15.0, "kaggle": 15.0, "l4": 22.0, "a100-40": 40.0, "a100-80": 80.0}
+ARC = ("arc_ttt", "arc_seal")
+KNOWLEDGE = ("knowledge_seal", "knowledge_cpt", "knowledge_continual")
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    phases: list[Terms]
+    budget: int
+    budget_source: str
+    device: str
+    advice: str | None  # the change that makes the worst phase fit (None when everything fits)
+
+    @property
+    def worst(self) -> Terms:
+        return max(self.phases, key=lambda t: t.total)
+
+    @property
+    def fits(self) -> bool:
+        return all(t.total <= self.budget for t in self.phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fits": self.fits,
+            "budget": self.budget,
+            "budget_source": self.budget_source,
+            "device": self.device,
+            "phases": [t.to_dict() for t in self.phases],
+            "advice": self.advice,
+        }
+
+
+def _device(cfg: Config) -> str:
+    if cfg.profile in GPU_PROFILES_GIB:
+        return "cuda"
+    if cfg.profile == "cpu":
+        return "cpu"
+    return "cpu" if cfg.train.dtype in ("fp32", "auto") else "cuda"  # a profile file of the user's own
+
+
+def _dtype(cfg: Config, device: str) -> str:
+    if cfg.train.dtype != "auto":
+        return cfg.train.dtype
+    return "fp32" if device == "cpu" else "bf16"
+
+
+def _budget(cfg: Config, device: str) -> tuple[int, str]:
+    if cfg.run.memory_budget_gib is not None:
+        return int(cfg.run.memory_budget_gib * GIB), "run.memory_budget_gib"
+    if device == "cuda":
+        return int(GPU_PROFILES_GIB.get(cfg.profile, 15.0) * GIB), f"the {cfg.profile} profile's GPU"
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            total_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+        return total_kib * 1024, "this machine's memory"
+    except (OSError, StopIteration, ValueError):
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "this machine's memory"
+
+
+def phases(cfg: Config, shape: ModelShape, device: str) -> list[Terms]:
+    """The memory-heavy phases of the pipeline `cfg` runs, at the sizes its config allows at most."""
+    dtype = _dtype(cfg, device)
+    packed = cfg.train.packing == "packed" or (cfg.train.packing == "auto" and device == "cuda")
+    out: list[Terms] = []
+    lora = shape.lora_parameters(cfg.lora.rank, cfg.lora.targets)
+    if cfg.pipeline in ARC:
+        length = min(cfg.train.max_len, cfg.ttt_data.max_tokens)
+        tokens = length * (cfg.train.batch_size if packed else 1)
+        out.append(_train(cfg, shape, tokens, cfg.lora.rank, cfg.lora.targets, dtype, device, "inner-loop training"))
+        views = generation_peak(
+            shape,
+            rows=cfg.infer.batch_size,
+            prompt_tokens=cfg.infer.max_tokens,
+            new_tokens=cfg.infer.max_new_tokens,
+            dtype=dtype,
+            device=device,
+            lora=lora,
+        )
+        out.append(dataclasses.replace(views, phase="augmented inference"))
+    if cfg.pipeline in KNOWLEDGE:
+        tokens = cfg.train.max_len * (cfg.knowledge.train.batch_size if packed else 1)
+        targets = cfg.knowledge.lora.targets
+        out.append(_train(cfg, shape, tokens, cfg.knowledge.lora.rank, targets, dtype, device, "passage update"))
+    if cfg.pipeline in ("arc_seal", *KNOWLEDGE):
+        prompt = cfg.infer.max_tokens if cfg.pipeline in ARC else KNOWLEDGE_PROMPT_TOKENS
+        sampled = generation_peak(
+            shape,
+            rows=min(cfg.infer.batch_size, cfg.seal.self_edits),
+            prompt_tokens=prompt,
+            new_tokens=cfg.seal.max_new_tokens,
+            dtype=dtype,
+            device=device,
+        )
+        out.append(dataclasses.replace(sampled, phase="self-edit sampling"))
+    if cfg.pipeline in ("arc_seal", "knowledge_seal"):
+        r = cfg.restem
+        tokens = r.max_len * r.batch_size  # TRL pads a batch to its longest row
+        sft = _train(cfg, shape, tokens, r.lora.rank, r.lora.targets, dtype, device, "behaviour cloning (SFT)", True)
+        out.append(sft)
+    return out
+
+
+def _train(
+    cfg: Config,
+    shape: ModelShape,
+    tokens: int,
+    rank: int,
+    targets: tuple[str, ...],
+    dtype: str,
+    device: str,
+    name: str,
+    tiled_logits: bool = False,
+) -> Terms:
+    terms = training_peak(
+        shape,
+        tokens=tokens,
+        loss_tokens=tokens,  # an upper bound: the loss may cover fewer tokens than the sequence
+        rank=rank,
+        targets=targets,
+        dtype=dtype,
+        grad_checkpointing=cfg.train.grad_checkpointing,
+        device=device,
+        tiled_logits=tiled_logits,
+    )
+    return dataclasses.replace(terms, phase=name)
+
+
+# Changes tried, in order, when the plan does not fit: each (key, new value) applied to the config on its own.
+def _candidates(cfg: Config, one_step: bool = False) -> list[tuple[str, Any]]:
+    """Each key's smaller values (halvings, down to 256 tokens or 1 row); with `one_step`, only the first halving."""
+    found: list[tuple[str, Any]] = []
+    if not cfg.train.grad_checkpointing:
+        found.append(("train.grad_checkpointing", True))
+    for key, value in (
+        ("train.max_len", cfg.train.max_len),
+        ("ttt_data.max_tokens", cfg.ttt_data.max_tokens),
+        ("infer.max_tokens", cfg.infer.max_tokens),
+        ("infer.batch_size", cfg.infer.batch_size),
+        ("train.batch_size", cfg.train.batch_size),
+        ("restem.max_len", cfg.restem.max_len),
+        ("restem.batch_size", cfg.restem.batch_size),
+        ("seal.max_new_tokens", cfg.seal.max_new_tokens),
+    ):
+        smaller = value // 2
+        while smaller >= (256 if "len" in key or "tokens" in key else 1):
+            found.append((key, smaller))
+            smaller //= 2
+            if one_step:
+                break
+    return found
+
+
+def _with(cfg: Config, key: str, value: Any) -> Config:
+    section, name = key.split(".")
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})})
+
+
+def model_folder(spec: str, cache_dir: str | None = None) -> str | None:
+    """A folder holding the model's config.json, found without building or downloading anything (None: not here)."""
+    from ttt.models import builtin_folder
+
+    folder = builtin_folder(spec, cache_dir)
+    if folder is not None:
+        return str(folder) if folder.is_dir() else None
+    if Path(spec).expanduser().is_dir():
+        return str(Path(spec).expanduser())
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not installed, or not a repo id: not here
+        return None
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def plan(cfg: Config, model_folder_path: str | None = None) -> MemoryPlan | None:
+    """None for pipelines that load no model (selftest). Raises ValueError when the model's shape is unknown."""
+    if cfg.pipeline not in (*ARC, *KNOWLEDGE):
+        return None
+    folder = model_folder_path or model_folder(cfg.model.spec, cfg.model.cache_dir)
+    from ttt.models import builtin_folder
+
+    if (
+        folder is None
+        and builtin_folder(cfg.model.spec, cfg.model.cache_dir) is not None
+        and cfg.model.spec != "smollm2-135m"
+    ):
+        raise ValueError(f"model.spec {cfg.model.spec!r} is built on first use: nothing to plan before (it is tiny)")
+    shape = shape_of(cfg.model.spec, folder)
+    device = _device(cfg)
+    budget, source = _budget(cfg, device)
+    found = phases(cfg, shape, device)
+    advice = None if all(t.total <= budget for t in found) else _advice(cfg, shape, device, budget)
+    return MemoryPlan(found, budget, source, device, advice)
+
+
+def _peak(cfg: Config, shape: ModelShape, device: str) -> int:
+    return max(t.total for t in phases(cfg, shape, device))
+
+
+def _advice(cfg: Config, shape: ModelShape, device: str, budget: int) -> str:
+    """The first single change that fits; else changes added greedily (each the one that lowers the peak most)."""
+    for key, value in _candidates(cfg):
+        peak = _peak(_with(cfg, key, value), shape, device)
+        if peak <= budget:
+            return f"set {key}={str(value).lower()} (peak {gib(peak)})"
+    changes: dict[str, Any] = {}
+    current = cfg
+    while _peak(current, shape, device) > budget:
+        options = _candidates(current, one_step=True)
+        if not options:
+            break
+        key, value = min(options, key=lambda kv: _peak(_with(current, *kv), shape, device))
+        if _peak(_with(current, key, value), shape, device) >= _peak(current, shape, device):
+            break
+        current, changes[key] = _with(current, key, value), value
+    sets = " ".join(f"--set {k}={str(v).lower()}" for k, v in changes.items())
+    peak = _peak(current, shape, device)
+    if peak <= budget:
+        return f"{sets} (peak {gib(peak)})"
+    return f"even {sets} leaves a peak of {gib(peak)}: a bigger GPU or a smaller model"
+
+
+def describe(result: MemoryPlan) -> str:
+    lines = [f"memory budget: {gib(result.budget)} ({result.budget_source}, {result.device})"]
+    for terms in result.phases:
+        parts = ", ".join(f"{name} {gib(value)}" for name, value in terms.terms.items())
+        mark = "fits" if terms.total <= result.budget else "DOES NOT FIT"
+        lines.append(f"  {terms.phase}: {gib(terms.total)} — {mark} ({parts})")
+    if result.advice:
+        lines.append(f"to fit: {result.advice}")
+    return "\n".join(lines)
+
+
+def refusal(result: MemoryPlan) -> str:
+    worst = result.worst
+    return (
+        f"the memory plan does not fit: {worst.phase} needs {gib(worst.total)} of {gib(result.budget)} "
+        f"({result.budget_source}); {result.advice}. `seal plan` shows every term; run.memory_check=false skips "
+        "this check"
+    )
