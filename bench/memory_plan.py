@@ -75,6 +75,9 @@ POINTS = [
     _train(2048, 256, 16),  # a loss on the last eighth only: logits are computed at loss positions
     _train(2048, 2048, 16, ckpt=True),
     _train(1024, 1024, 32, targets=("q_proj", "v_proj")),
+    # held out: sizes the formula's constants were not fitted to
+    {**_train(512, 128, 64), "held_out": True},
+    {**_train(1536, 1536, 8, targets=("q_proj", "v_proj"), ckpt=True), "held_out": True},
     {"kind": "generate", "model": "smollm2-135m", "rows": 8, "prompt": 512, "new": 32},
     {"kind": "generate", "model": "smollm2-135m", "rows": 2, "prompt": 1536, "new": 64},
 ]

@@ -2,17 +2,22 @@
 
 The terms (bytes; L layers, hidden h, intermediate i, vocab V, KV heads × head dim = kv):
     runtime     the process before any model (CPU: interpreter + torch ≈ 340 MiB) or the CUDA context (≈ 500 MiB)
+    autograd    the fixed cost of a training step (engine, optimizer and loss buffers): 160 MiB, measured on CPU
     weights     parameters × bytes per weight (fp32 4, fp16/bf16 2)
     LoRA        LoRA parameters × 16 (fp32 weight, gradient, two AdamW moments)
-    activations tokens × L × (10h + 4i) × bytes per activation, the tensors autograd keeps for backward; with
-                gradient checkpointing tokens × (L × h + 10h + 4i) × bytes (layer inputs, and one layer redone)
-    logits      loss tokens × V × 4 × 3.5 (fp32 logits, log-softmax and its gradient; this project's training loop
+    activations tokens × L × a × bytes per activation: what autograd keeps for backward, per layer and token
+                a = 4h + 3i (norms, attention, the MLP's gate, up and SiLU) plus the input of each LoRA-adapted
+                projection (a frozen projection needs no input to pass gradients on): h for q/k/v (one shared input),
+                the attention output for o, h for gate/up, i for down. With gradient checkpointing
+                tokens × (L × h + a) × bytes (each layer's input, and one layer redone)
+    logits      loss tokens × V × 4 × 3 (fp32 logits, log-softmax and its gradient; this project's training loop
                 computes logits at loss positions only); TRL's fused LM head (behaviour cloning) works in tiles of
                 32,768 vocabulary columns: tokens × min(V, 32768) × 4 × 2
     KV cache    2 × L × kv × bytes × rows × (prompt + new tokens)
     prefill     rows × prompt × (4h + 2i) × bytes (one layer's intermediates: nothing is kept for backward)
-The training terms are the measured formula of ../shared/spec/operations-facts.md (SmolLM2 at 128–2048 tokens);
-`bench/memory_plan.py` checks the whole prediction against peaks measured on this machine. The GPU terms (the
+The activation and logit counts were fitted to five SmolLM2 training peaks measured on this machine (256–2048
+tokens, ranks 16/32, all projections or q/v only, with and without checkpointing: all within 7 %);
+`bench/memory_plan.py` measures those and held-out points afresh and reports the error of every one. The GPU terms (the
 CUDA context, 2-byte activations under autocast) follow the same counts and have not been measured here.
 
 This module does not import torch: `seal plan` runs anywhere.
@@ -29,7 +34,8 @@ MIB = 2**20
 GIB = 2**30
 CPU_RUNTIME = 340 * MIB
 CUDA_RUNTIME = 500 * MIB
-LOGIT_FACTOR = 3.5
+AUTOGRAD = 160 * MIB
+LOGIT_FACTOR = 3.0
 TRL_LOGIT_TILE = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE (TRL 1.16)
 
 
@@ -79,6 +85,16 @@ class ModelShape:
         per_layer = sum(a * b for a, b in self.linear_shapes().values()) + 2 * self.hidden
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
         return self.layers * per_layer + embeddings + self.hidden
+
+    def saved_per_layer(self, targets: tuple[str, ...]) -> int:
+        """Values autograd keeps per token and layer when `targets` carry LoRA (see the module docstring)."""
+        chosen = set(targets)
+        kept = 4 * self.hidden + 3 * self.intermediate
+        kept += self.hidden if chosen & {"q_proj", "k_proj", "v_proj"} else 0
+        kept += self.heads * self.head_dim if "o_proj" in chosen else 0
+        kept += self.hidden if chosen & {"gate_proj", "up_proj"} else 0
+        kept += self.intermediate if "down_proj" in chosen else 0
+        return kept
 
     def lora_parameters(self, rank: int, targets: tuple[str, ...]) -> int:
         shapes = self.linear_shapes()
@@ -146,12 +162,13 @@ def training_peak(
     """One optimizer step's micro-batch of `tokens` tokens (a packed batch, or the longest single example).
     `tiled_logits`: TRL's fused LM head (behaviour cloning) instead of this project's loss."""
     width = _bytes(dtype)
-    h, i = shape.hidden, shape.intermediate
-    per_token = shape.layers * h + 10 * h + 4 * i if grad_checkpointing else shape.layers * (10 * h + 4 * i)
+    kept = shape.saved_per_layer(targets)
+    per_token = shape.layers * shape.hidden + kept if grad_checkpointing else shape.layers * kept
     return Terms(
         "training",
         {
             "runtime": CUDA_RUNTIME if device == "cuda" else CPU_RUNTIME,
+            "autograd": AUTOGRAD,
             "weights": shape.parameters * width,
             "lora": shape.lora_parameters(rank, targets) * 16,
             "activations": tokens * per_token * width,

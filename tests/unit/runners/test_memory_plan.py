@@ -26,11 +26,15 @@ def test_terms_scale_as_the_formula_says() -> None:
     shape = ModelShape(vocab=1000, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, tied=False)
     base = dict(tokens=100, loss_tokens=100, rank=4, targets=("q_proj", "v_proj"), dtype="fp32", device="cpu")
     plain = training_peak(shape, grad_checkpointing=False, **base).terms
-    assert plain["activations"] == 100 * 2 * (10 * 64 + 4 * 128) * 4
-    assert plain["logits"] == int(100 * 1000 * 4 * 3.5)
+    kept = 4 * 64 + 3 * 128 + 64  # norms, attention and MLP internals, plus q/v's shared input
+    assert shape.saved_per_layer(("q_proj", "v_proj")) == kept
+    assert plain["activations"] == 100 * 2 * kept * 4
+    assert plain["logits"] == 100 * 1000 * 4 * 3
     assert plain["lora"] == 2 * 4 * ((64 + 64) + (64 + 32)) * 16
     checkpointed = training_peak(shape, grad_checkpointing=True, **base).terms
-    assert checkpointed["activations"] == 100 * (2 * 64 + 10 * 64 + 4 * 128) * 4
+    assert checkpointed["activations"] == 100 * (2 * 64 + kept) * 4
+    every = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert shape.saved_per_layer(every) == 4 * 64 + 3 * 128 + 64 + 64 + 64 + 128  # o's input is heads x head_dim
     half = training_peak(shape, grad_checkpointing=False, **{**base, "dtype": "bf16"}).terms
     assert half["weights"] * 2 == plain["weights"] and half["activations"] * 2 == plain["activations"]
     decode = generation_peak(shape, rows=3, prompt_tokens=10, new_tokens=5, dtype="fp32", device="cpu").terms
@@ -38,14 +42,17 @@ def test_terms_scale_as_the_formula_says() -> None:
 
 
 def test_a_plan_that_does_not_fit_names_the_change_that_does() -> None:
-    cfg = load_config("arc_ttt_oracle", "t4", ["model.spec=meta-llama/Llama-3.2-3B-Instruct"])
-    result = plan(cfg)
-    assert result is not None and not result.fits and result.budget == 15 * GIB
-    assert result.advice == "set train.max_len=2048 (peak 12.75 GiB)"
-    fixed = plan(
-        load_config("arc_ttt_oracle", "t4", ["model.spec=meta-llama/Llama-3.2-3B-Instruct", "train.max_len=2048"])
-    )
+    model = "model.spec=meta-llama/Llama-3.2-3B-Instruct"
+    result = plan(load_config("arc_ttt_oracle", "a100-40", [model]))
+    assert result is not None and not result.fits and result.budget == 40 * GIB
+    assert result.worst.phase == "augmented inference"
+    assert result.advice is not None and result.advice.startswith("set infer.max_tokens=4096 (peak ")
+    fixed = plan(load_config("arc_ttt_oracle", "a100-40", [model, "infer.max_tokens=4096"]))
     assert fixed is not None and fixed.fits
+    several = plan(load_config("arc_ttt_oracle", "a100-40", ["model.spec=Qwen/Qwen2.5-7B"]))
+    assert several is not None and several.advice is not None and several.advice.startswith("--set ")
+    hopeless = plan(load_config("arc_ttt_oracle", "t4", ["model.spec=Qwen/Qwen2.5-7B"]))
+    assert hopeless is not None and hopeless.advice is not None and "a bigger GPU or a smaller model" in hopeless.advice
 
 
 def test_seal_plan_prints_every_phase_and_exits_1_when_it_does_not_fit() -> None:
