@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def run_timed(
-    cfg: Any, pipeline: Any, compute: Callable[[str, Any], float], keep: str | None = None
-) -> dict[str, Any]:
+def run_timed(cfg: Any, pipeline: Any, compute: Callable[[str, Any], float], keep: str | None = None) -> dict[str, Any]:
     """{"stage_seconds", "stage_compute_seconds", "stage_statuses", "results"} of one run of `cfg` in a temporary
     run directory (or in `keep`, a fresh folder left behind to inspect); `compute(stage, result)`: the
     forward/backward/generation seconds of one journal line."""
