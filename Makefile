@@ -9,7 +9,11 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo test test-live lint install clean-venv
+
+# llama.cpp for the live judge tests, compiled on one core with portable flags (GGML_NATIVE crashes with a
+# general-protection fault on some CPUs); built only when `import llama_cpp` fails, never by `make test`.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +33,12 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-live: $(STAMP)
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
+		CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/python -m pip install -q -c constraints/cpu.txt -e ".[judge-server]"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m live
 
 clean-venv:
 	rm -rf $(VENV)

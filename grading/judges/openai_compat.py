@@ -3,7 +3,13 @@
 The schema goes in ``response_format`` (``json_schema``); ``num_predict`` becomes ``max_tokens``. These
 servers cannot be told a context length per request, so ``num_ctx`` is not sent (it stays in the cache key). A
 model digest is not part of this API: the served model id stands in for it, and the server version is read
-from ``/version`` (vLLM) or ``/api/version`` (Ollama) when the server offers one.
+from ``/version`` (vLLM), ``/api/version`` (Ollama) or the OpenAPI document (llama-cpp-python's server) when the
+server offers one.
+
+llama-cpp-python's server (``python -m llama_cpp.server``) refuses ``response_format: {"type": "json_schema"}``
+(its request model allows ``text`` and ``json_object`` only, and the refusal comes back as a 500) but constrains
+the reply by ``{"type": "json_object", "schema": ...}``. The preflight recognises that server by its OpenAPI title
+and sends that form; any other server that names ``response_format`` in a refusal gets it from then on as well.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from grading.judges import (
     classify_status,
 )
 
+LLAMA_CPP_PYTHON_TITLE = "llama.cpp Python API"
+
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException)):
@@ -44,6 +52,7 @@ class OpenAICompatJudge:
         # Local servers need no key; a hosted endpoint reads the conventional variable.
         if api_key := os.environ.get("OPENAI_API_KEY"):
             headers["Authorization"] = f"Bearer {api_key}"
+        self.schema_format = "json_schema"  # or "json_object" (with "schema"), for llama-cpp-python's server
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout), headers=headers)
 
     async def aclose(self) -> None:
@@ -88,7 +97,29 @@ class OpenAICompatJudge:
                     return str(response.json()["version"])
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 continue
+        try:
+            response = await self._client.get(root + "/openapi.json")
+            if response.status_code == 200:
+                info = response.json()["info"]
+                title, version = str(info.get("title", "")), str(info["version"])
+                if LLAMA_CPP_PYTHON_TITLE in title:
+                    self.schema_format = "json_object"
+                    return f"llama-cpp-python {version}"
+                return f"{title.strip() or 'openapi'} {version}"
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            pass
         return "unknown"
+
+    def _response_format(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+        if self.schema_format == "json_object":
+            return {"type": "json_object", "schema": dict(schema)}
+        return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+
+    async def _post(self, body: Mapping[str, Any]) -> httpx.Response:
+        try:
+            return await asyncio.wait_for(self._client.post("/chat/completions", json=body), self.timeout)
+        except (httpx.HTTPError, asyncio.TimeoutError, TimeoutError) as exc:
+            raise TransientJudgeError(f"request to {self.base_url} failed: {_describe(exc)}") from None
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         options = request.options
@@ -100,15 +131,19 @@ class OpenAICompatJudge:
         if "num_predict" in options:
             body["max_tokens"] = options["num_predict"]
         if request.schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "verdict", "schema": request.schema, "strict": True},
-            }
+            body["response_format"] = self._response_format(request.schema)
         started = time.perf_counter()
-        try:
-            response = await asyncio.wait_for(self._client.post("/chat/completions", json=body), self.timeout)
-        except (httpx.HTTPError, asyncio.TimeoutError, TimeoutError) as exc:
-            raise TransientJudgeError(f"request to {self.base_url} failed: {_describe(exc)}") from None
+        response = await self._post(body)
+        if (
+            response.status_code != 200
+            and request.schema is not None
+            and self.schema_format == "json_schema"
+            and "response_format" in response.text
+        ):
+            # The server does not take json_schema: constrain by {"type": "json_object", "schema": ...} instead.
+            self.schema_format = "json_object"
+            body["response_format"] = self._response_format(request.schema)
+            response = await self._post(body)
         if response.status_code != 200:
             raise classify_status(response.status_code, response.text[:200], self.model, self.base_url)
         try:

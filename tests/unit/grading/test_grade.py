@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from grading.bundle import Item
-from grading.judges import FatalJudgeError, make_judge, parse_judge_spec
+from grading.judges import FatalJudgeError, JudgeRequest, make_judge, parse_judge_spec
 from grading.report import panel_verdict
 from grading.rubrics import CORRECT, INCORRECT, NOT_ATTEMPTED, get_rubric
 from tests.fixtures.ollama_server import FakeOllama
@@ -183,3 +186,51 @@ def test_openai_compatible_judge_faults(server: FakeOllama, tmp_path: Path) -> N
     server.inject("length")
     _, records = run_grade(server.url, qa_items(2), tmp_path / "c.sqlite", judges=(spec,))
     assert [vote(r, spec)["status"] for r in records] == ["truncated", "scored"]
+
+
+def _llama_cpp_python_like(seen: list[dict[str, Any]], *, title: str) -> httpx.MockTransport:
+    """The routes of llama-cpp-python's server that the judge uses; it refuses ``json_schema`` with a 500."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "smol", "object": "model"}]})
+        if path == "/openapi.json":
+            return httpx.Response(200, json={"info": {"title": title, "version": "0.3.36"}})
+        if path == "/v1/chat/completions":
+            body = json.loads(request.content)
+            seen.append(body)
+            if body["response_format"]["type"] != "json_object":
+                return httpx.Response(500, json={"error": {"message": "response_format.type: Input should be ..."}})
+            assert body["response_format"]["schema"]["properties"]["verdict"]["enum"]
+            reply = {"message": {"content": '{"verdict": "yes"}'}, "finish_reason": "stop"}
+            return httpx.Response(200, json={"choices": [reply], "usage": {"prompt_tokens": 9}})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("title", ["🦙 llama.cpp Python API", "some other server"])
+def test_openai_compatible_judge_sends_json_object_to_llama_cpp_python(title: str) -> None:
+    from grading.judges.openai_compat import OpenAICompatJudge
+
+    seen: list[dict[str, Any]] = []
+    judge = OpenAICompatJudge("http://127.0.0.1:1/v1", "smol")
+    judge._client = httpx.AsyncClient(base_url=judge.base_url, transport=_llama_cpp_python_like(seen, title=title))
+    rubric = get_rubric("seal-yesno")
+    request = JudgeRequest(messages=[{"role": "user", "content": "q"}], schema=rubric.schema("structured"), options={})
+
+    async def go() -> tuple[Any, Any, Any]:
+        info = await judge.preflight({})
+        first, second = await judge.complete(request), await judge.complete(request)
+        await judge.aclose()
+        return info, first, second
+
+    info, first, second = asyncio.run(go())
+    assert first.text == second.text == '{"verdict": "yes"}'
+    if "llama.cpp" in title:  # recognised at the preflight: no refused request at all
+        assert info.server_version == "llama-cpp-python 0.3.36"
+        assert [b["response_format"]["type"] for b in seen] == ["json_object", "json_object"]
+    else:  # one refusal naming response_format, then the json_object form for good
+        assert info.server_version == "some other server 0.3.36"
+        assert [b["response_format"]["type"] for b in seen] == ["json_schema", "json_object", "json_object"]
