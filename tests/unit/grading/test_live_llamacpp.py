@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from grading.bundle import Item, write_bundle
+from grading.report import read_verdicts
 from tests.fixtures.llamacpp_server import LlamaCppServer, missing
 
 pytestmark = pytest.mark.live
@@ -44,7 +45,7 @@ def _seal_grade(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _verdicts(out: Path, judge: str) -> dict[str, dict[str, Any]]:
-    records = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
+    _, records = read_verdicts(out / "verdicts.jsonl")
     return {r["item_id"]: r["judges"][judge] for r in records}
 
 
