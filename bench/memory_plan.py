@@ -152,8 +152,12 @@ def table() -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="two points instead of seven")
+    parser.add_argument("--quick", action="store_true", help="two points instead of nine")
+    parser.add_argument("--table-only", action="store_true", help="only the predicted table (no measurement)")
     args = parser.parse_args()
+    if args.table_only:
+        print(json.dumps({"bench": "memory_plan", "table": table()}))
+        return
     points = []
     for point in QUICK if args.quick else POINTS:
         measured = measure(point)

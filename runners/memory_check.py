@@ -255,3 +255,15 @@ def refusal(result: MemoryPlan) -> str:
         f"({result.budget_source}); {result.advice}. `seal plan` shows every term; run.memory_check=false skips "
         "this check"
     )
+
+
+def check_before_start(cfg: Config) -> str | None:
+    """The refusal message when `cfg`'s plan does not fit (None: it fits, the check is off, or the model's shape is
+    not known here, in which case loading the model is the check)."""
+    if not cfg.run.memory_check:
+        return None
+    try:
+        result = plan(cfg)
+    except ValueError:
+        return None
+    return None if result is None or result.fits else refusal(result)
