@@ -140,6 +140,12 @@ def execute_run(
     except (ConfigError, InvalidNameError) as exc:
         store.close()
         raise UserError(str(exc)) from None
+    from runners.memory_check import check_before_start
+
+    refused = check_before_start(cfg)  # before the manifest: a plan that cannot fit must not become the run's
+    if refused is not None:
+        store.close()
+        raise UserError(refused)
     run_hash = identity_hash(cfg, sections, exclude)
     try:
         store.start(

@@ -5,6 +5,7 @@ bench/memory_plan.py's job: measuring takes minutes.)"""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -67,3 +68,16 @@ def test_seal_plan_prints_every_phase_and_exits_1_when_it_does_not_fit() -> None
     unknown = runner.invoke(main, ["plan", "arc_ttt_oracle", "--set", "model.spec=someone/unknown-model"])
     assert unknown.exit_code == 1 and "its shape is not in the table" in unknown.output
     assert "nothing to plan" in runner.invoke(main, ["plan", "selftest"]).output
+
+
+def test_a_run_that_does_not_fit_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    base = ["ttt", "run", "demo_ttt", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress", "--limit", "0"]
+    refused = CliRunner().invoke(main, [*base, "--set", "run.memory_budget_gib=0.5"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "the memory plan does not fit: inner-loop training needs" in refused.output
+    assert "of 0.50 GiB (run.memory_budget_gib)" in refused.output and "run.memory_check=false" in refused.output
+    assert not run_dir.exists()
+    forced = CliRunner().invoke(main, [*base, "--set", "run.memory_budget_gib=0.5", "--set", "run.memory_check=false"])
+    assert forced.exit_code == 0, forced.output
+    assert (run_dir / "manifest.json").is_file()
