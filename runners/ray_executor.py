@@ -34,10 +34,13 @@ from runners.store import UnitRecord
 log = logging.getLogger(__name__)
 
 # Ray must contact nothing but this machine unless told to (operations facts §Ray): set before `import ray`.
+# RAY_USAGE_STATS_REPORT_URL: a head started with `ray start` (not `ray.init`) still posts a "usage stats disabled"
+# report to usage-stats.ray.io (dashboard/modules/usage_stats, Ray 2.60); this points it at a closed local port.
 NETWORK_HYGIENE = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
 }
 RETRIES = 3  # worker deaths retried per unit (Ray's default for tasks)
 

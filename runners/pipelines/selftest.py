@@ -31,6 +31,8 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
 
     def make_processor() -> ProcessFn:
         def process(unit: str) -> Outcome:
+            if unit in cfg.selftest.fail_units:
+                raise RuntimeError(f"selftest.fail_units names {unit}")
             seed = unit_seed(cfg.run.seed, unit)
             digest = hashlib.pbkdf2_hmac("sha256", unit.encode(), str(seed).encode(), cfg.selftest.iterations)
             return Outcome("ok", {"digest": digest.hex()[:32]})
