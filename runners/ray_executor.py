@@ -89,7 +89,7 @@ class RaySession:
         else:
             # A short temp dir: unix socket paths are limited to 107 bytes; loopback only.
             options.update(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1")
-            options["_temp_dir"] = os.environ.get("SEAL_RAY_TEMP_DIR") or f"/tmp/seal-ray-{os.getpid()}"
+            options["_temp_dir"] = os.environ.get("SEAL_RAY_TEMP_DIR") or f"/tmp/seal-ray-{os.getuid()}"
         # The driver's modules (runners, seal, ttt) must import in the workers: a cluster of other machines gets them
         # from their own install of this package; a local instance inherits sys.path through PYTHONPATH.
         if not address:
@@ -98,9 +98,30 @@ class RaySession:
             if root not in path.split(os.pathsep):
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
         started = time.perf_counter()
-        self.ray.init(**options)
+        if address:
+            self.ray.init(**options)
+        else:
+            self._init_local(options)
         log.info("ray: %s in %.1f s, resources %s", address or "local instance", time.perf_counter() - started,
                  self.ray.cluster_resources())  # fmt: skip
+
+    def _init_local(self, options: dict[str, Any]) -> None:
+        """A local instance whose daemons see a HOME holding an empty `ray_bootstrap_config.yaml`: without one, the
+        dashboard probes cloud-metadata addresses (169.254.169.254) to name the cloud it runs in. The workers get
+        the user's HOME back (model caches live under it)."""
+        home = Path(options["_temp_dir"]) / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "ray_bootstrap_config.yaml").write_text("{}\n", encoding="utf-8")
+        user_home = os.environ.get("HOME")
+        options["runtime_env"] = {"env_vars": {"HOME": user_home or str(Path.home())}}
+        os.environ["HOME"] = str(home)
+        try:
+            self.ray.init(**options)
+        finally:
+            if user_home is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = user_home
 
     def make_executor(self, cfg: Config, run_root: Path) -> Any:
         settings = RaySettings.from_config(cfg)
