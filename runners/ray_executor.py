@@ -4,8 +4,9 @@ The driver (this process) runs `run_stage` exactly as locally: it selects, skips
 before it is handed out and appends the fsynced journal line when the result comes back, so a local worker and a Ray
 driver on one run directory never process a unit twice, and a restarted driver recomputes at most what was in
 flight. Each concurrent slot is one actor: it rebuilds the pipeline's stages from (config, run directory, stage
-name) — a `make_processor` closure holds the driver's run store, so it is rebuilt, not shipped — makes the stage's
-processor on its first unit, keeps it (the model) across units and closes it when the stage ends.
+name) — a `make_processor` closure holds the driver's run store, open journals included, so it is rebuilt, not
+shipped — makes the stage's processor on its first unit, keeps it (the model) across units and closes it when the
+stage ends; the actor process itself (its imports) serves the run's next stages.
 
 Failures: a worker process that dies (SIGKILL, the machine's OOM killer) is restarted by Ray and its unit retried
 (`max_restarts`, `max_task_retries`): at-least-once, and units are idempotent, so the retried unit's line is the one
@@ -16,6 +17,7 @@ next run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -83,6 +85,7 @@ class RaySession:
 
     def __init__(self, address: str | None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
         self.ray = import_ray()
+        self._pools: list[ActorPool] = []
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
         if address:
             options["address"] = address
@@ -125,54 +128,91 @@ class RaySession:
 
     def make_executor(self, cfg: Config, run_root: Path) -> Any:
         settings = RaySettings.from_config(cfg)
-        actor_class = _actor_class(self.ray)
+        pool = ActorPool(self.ray, cfg, run_root, settings)
+        self._pools.append(pool)
 
         def make(spec: StageSpec, *, worker_name: str, config_hash: str | None, oom_retries: int, todo: int = 0):  # type: ignore[no-untyped-def]
             slots = 1 if spec.single else min(settings.slots(self.ray.cluster_resources()), max(1, todo))
-            return RayExecutor(self.ray, actor_class, cfg, run_root, spec, settings, slots, config_hash, oom_retries)
+            return RayExecutor(self.ray, pool, spec, slots, config_hash, oom_retries)
 
         return make
 
     def close(self) -> None:
+        for pool in self._pools:
+            pool.close()
         if self.ray.is_initialized():
             self.ray.shutdown()
+
+
+class ActorPool:
+    """The run's actors. A stage borrows up to its slots and gives them back when it ends, its processor closed:
+    the model leaves memory, the worker process (its imports: torch, transformers) stays for the next stage."""
+
+    def __init__(self, ray: Any, cfg: Config, run_root: Path, settings: RaySettings) -> None:
+        self.ray, self.cfg, self.run_root, self.settings = ray, cfg, run_root, settings
+        self.idle: list[Any] = []
+        self.all: list[Any] = []
+
+    def borrow(self) -> Any:
+        if self.idle:
+            return self.idle.pop()
+        options: dict[str, Any] = {"num_cpus": self.settings.cpus_per_unit, "num_gpus": self.settings.gpus_per_unit}
+        actor = _actor_class(self.ray).options(**options).remote(self.cfg, str(self.run_root), options)
+        self.all.append(actor)
+        return actor
+
+    def give_back(self, actors: list[Any]) -> None:
+        """Each actor closes the stage's processor first; one that cannot (dead, stuck) is dropped."""
+        closing = {actor.close.remote(): actor for actor in actors}
+        if not closing:
+            return
+        ready, stuck = self.ray.wait(list(closing), num_returns=len(closing), timeout=120)
+        for ref in ready:
+            try:
+                self.ray.get(ref)
+                self.idle.append(closing[ref])
+            except self.ray.exceptions.RayError:
+                self.drop(closing[ref])
+        for ref in stuck:
+            self.drop(closing[ref])
+
+    def drop(self, actor: Any) -> None:
+        if actor in self.all:
+            self.all.remove(actor)
+        try:
+            self.ray.kill(actor)
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        for actor in list(self.all):
+            self.drop(actor)
+        self.idle = []
 
 
 class RayExecutor:
     """One stage's units on up to `slots` actors, one unit in flight per actor (`ray.wait` bounds the work)."""
 
     def __init__(
-        self,
-        ray: Any,
-        actor_class: Any,
-        cfg: Config,
-        run_root: Path,
-        spec: StageSpec,
-        settings: RaySettings,
-        slots: int,
-        config_hash: str | None,
-        oom_retries: int,
+        self, ray: Any, pool: ActorPool, spec: StageSpec, slots: int, config_hash: str | None, oom_retries: int
     ) -> None:
-        self.ray, self.actor_class, self.cfg, self.run_root, self.spec = ray, actor_class, cfg, run_root, spec
-        self.settings, self.slots, self.config_hash, self.oom_retries = settings, slots, config_hash, oom_retries
-        self.actors: list[Any] = []
+        self.ray, self.pool, self.spec, self.slots = ray, pool, spec, slots
+        self.config_hash, self.oom_retries = config_hash, oom_retries
+        self.actors: list[Any] = []  # borrowed from the pool for this stage
         self.idle: list[Any] = []
         self.in_flight: dict[Any, tuple[str, Any]] = {}  # ObjectRef -> (unit, actor)
-
-    def _new_actor(self) -> Any:
-        options: dict[str, Any] = {"num_cpus": self.settings.cpus_per_unit, "num_gpus": self.settings.gpus_per_unit}
-        actor = self.actor_class.options(**options).remote(self.cfg, str(self.run_root), self.spec.name, options)
-        self.actors.append(actor)
-        return actor
 
     def submit(self, unit: str) -> list[tuple[str, UnitRecord]]:
         finished: list[tuple[str, UnitRecord]] = []
         if not self.idle and len(self.actors) < self.slots:
-            self.idle.append(self._new_actor())
+            actor = self.pool.borrow()
+            self.actors.append(actor)
+            self.idle.append(actor)
         while not self.idle:
             finished += self._wait_one()
         actor = self.idle.pop()
-        self.in_flight[actor.process.remote(unit, self.config_hash, self.oom_retries)] = (unit, actor)
+        ref = actor.process.remote(self.spec.name, unit, self.config_hash, self.oom_retries)
+        self.in_flight[ref] = (unit, actor)
         return finished
 
     def drain(self) -> list[tuple[str, UnitRecord]]:
@@ -188,44 +228,41 @@ class RayExecutor:
             unit, actor = self.in_flight.pop(ref)
             try:
                 record = UnitRecord(**self.ray.get(ref))
+                self.idle.append(actor)
             except self.ray.exceptions.RayError as exc:  # the worker died more often than Ray retries
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 log.error("unit %s: its Ray worker failed: %s", unit, exc)
                 record = UnitRecord(unit=unit, status="error", reason=reason, result={"ray": str(exc)[-2000:]},
                                     seconds=0.0, worker="ray", config_hash=self.config_hash)  # fmt: skip
-                self.actors.remove(actor)  # a dead actor gets replaced on the next submit
-                self.ray.kill(actor)
-                actor = None
-            if actor is not None:
-                self.idle.append(actor)
+                self.actors.remove(actor)  # the next submit borrows another
+                self.pool.drop(actor)
             out.append((unit, record))
         return out
 
     def close(self) -> None:
-        """The stage's models leave memory now: each actor closes its processor, then the actor goes."""
-        closing = [actor.close.remote() for actor in self.actors]
-        if closing:
-            try:
-                self.ray.wait(closing, num_returns=len(closing), timeout=60)
-            except Exception:  # a driver interrupted mid-stage still frees what it can
-                pass
-        for actor in self.actors:
-            try:
-                self.ray.kill(actor)
-            except Exception:
-                pass
+        """The stage's models leave memory now; the actors go back to the pool. Units still in flight (an
+        interrupted driver) are abandoned: their actors are dropped."""
+        busy = [actor for _, actor in self.in_flight.values()]
+        for actor in busy:
+            self.pool.drop(actor)
+        try:
+            self.pool.give_back([a for a in self.actors if a not in busy])
+        except Exception:  # a driver interrupted mid-stage still frees what it can
+            log.warning("could not hand the stage's actors back", exc_info=True)
         self.actors, self.idle, self.in_flight = [], [], {}
 
 
 class UnitWorker:
-    """One concurrent slot of a stage (a Ray actor): the stage's processor, made on the first unit and kept."""
+    """One concurrent slot (a Ray actor): the processor of the stage it works on, made on that stage's first unit
+    and kept until the stage ends (`close`)."""
 
-    def __init__(self, cfg: Config, run_root: str, stage: str, resources: dict[str, float]) -> None:
-        self.cfg, self.run_root, self.stage = cfg, run_root, stage
+    def __init__(self, cfg: Config, run_root: str, resources: dict[str, float]) -> None:
+        self.cfg, self.run_root = cfg, run_root
         # torch fixes its thread count at first import: tell it through the environment, and directly if imported.
         self.threads = max(1, round(resources.get("num_cpus") or 1))
         for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[key] = str(self.threads)
+        self.stage: str | None = None
         self.processor: ProcessFn | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}:ray-{uuid.uuid4().hex[:8]}"
 
@@ -234,21 +271,27 @@ class UnitWorker:
         if torch is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
 
-    def process(self, unit: str, config_hash: str | None, oom_retries: int) -> dict[str, Any]:
-        if self.processor is None:
+    def process(self, stage: str, unit: str, config_hash: str | None, oom_retries: int) -> dict[str, Any]:
+        if self.processor is None or self.stage != stage:
+            self.close()
             from ttt import memory
 
             memory.reset_backoff()
-            self.processor = rebuild_stage(self.cfg, self.run_root, self.stage).make_processor()
-        self._set_threads()  # again: making the processor may have imported torch
-        record = process_unit(self.processor, self.stage, unit, self.name, config_hash, oom_retries)
+            self.processor = rebuild_stage(self.cfg, self.run_root, stage).make_processor()
+            self.stage = stage
+        self._set_threads()  # at every unit: making the processor may have imported torch
+        record = process_unit(self.processor, stage, unit, self.name, config_hash, oom_retries)
         return record.__dict__.copy()
 
     def close(self) -> None:
         close = getattr(self.processor, "close", None)
-        self.processor = None
+        self.processor, self.stage = None, None
         if callable(close):
             close()
+        gc.collect()  # the model's tensors go now, and the GPU cache with them
+        from ttt import memory
+
+        memory.release_cached_memory()
 
 
 def rebuild_stage(cfg: Config, run_root: str, stage: str) -> StageSpec:
