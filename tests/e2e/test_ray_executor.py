@@ -157,7 +157,7 @@ def _lines(run_dir: Path, stage: str) -> list[dict]:
 
 def _stable(value: object) -> object:
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE and not k.endswith("_seconds")}
     if isinstance(value, list):
         return [_stable(v) for v in value]
     return value
@@ -210,6 +210,27 @@ def test_arc_ttt_under_ray_equals_local(cluster, tmp_path) -> None:
     remote = cluster.run(ARC, tmp_path / "ray")
     assert remote.returncode == 0, remote.stderr
     assert _results(tmp_path / "ray", "ttt") == _results(tmp_path / "local", "ttt")
+
+
+SEAL = [*SEAL, "arc", "rl", "demo_arc", "--profile", "cpu", "--no-progress", "--set", "model.spec=tiny",
+        "--set", "ttt_data.nmax=4", "--set", "infer.max_new_tokens=8", "--set", "seal.max_new_tokens=24",
+        "--set", "seal.invalid=train_zero_epochs", "--set", "seal.select=threshold", "--set", "seal.threshold=0.0",
+        "--set", "restem.epochs=2", "--set", "seal.evaluate_final=false"]  # fmt: skip
+
+
+def test_the_seal_loop_under_ray_equals_local_through_its_barriers_and_single_unit_stages(cluster, tmp_path):
+    """sample → base → inner (per task, self-edit) → barrier → select → SFT → merge (single units, one actor)."""
+    local = cluster.run(SEAL, tmp_path / "local", ray=False)
+    assert local.returncode == 0, local.stderr
+    remote = cluster.run(SEAL, tmp_path / "ray")
+    assert remote.returncode == 0, remote.stderr
+    stages = sorted(p.name for p in (tmp_path / "local" / "stages").iterdir())
+    assert stages == ["it0.base", "it0.inner", "it0.merge", "it0.sample", "it0.select", "it0.sft"]
+    for stage in stages:
+        assert _results(tmp_path / "ray", stage) == _results(tmp_path / "local", stage), stage
+    merged = _lines(tmp_path / "ray", "it0.merge")[0]
+    assert merged["artifacts"] == {"model": "artifacts/it0.merge/merge/model"} and ":ray-" in merged["worker"]
+    assert (tmp_path / "ray" / "artifacts" / "it0.merge" / "merge" / "model").is_dir()
 
 
 def test_a_worker_sigkilled_mid_unit_is_retried_and_its_line_is_the_uninterrupted_one(cluster, reference, tmp_path):
