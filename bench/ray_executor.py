@@ -73,6 +73,7 @@ def main() -> None:
             cheap = _config(args.cheap_units, 1)
             local_s = _stage_seconds(cheap, work / "local")
             ray_s = _stage_seconds(cheap, work / "ray1", session.make_executor(cheap, work / "ray1"))
+            session.release_actors()
             overhead_ms = 1000 * (ray_s - local_s) / args.cheap_units
             print(json.dumps({"measure": "cheap_units", "units": args.cheap_units, "local_s": round(local_s, 3),
                               "ray_1_worker_s": round(ray_s, 3)}), flush=True)  # fmt: skip
@@ -83,6 +84,7 @@ def main() -> None:
                 cfg = _config(args.slow_units, iterations, workers)
                 root = work / f"slow{workers}"
                 times[workers] = _stage_seconds(cfg, root, session.make_executor(cfg, root))
+                session.release_actors()
                 line = {"measure": "slow_units", "workers": workers, "units": args.slow_units, "iterations": iterations}
                 print(json.dumps({**line, "seconds": round(times[workers], 3)}), flush=True)
         finally:

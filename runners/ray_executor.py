@@ -137,9 +137,14 @@ class RaySession:
 
         return make
 
-    def close(self) -> None:
+    def release_actors(self) -> None:
+        """End every actor this session made (their CPUs and GPUs go back to the cluster)."""
         for pool in self._pools:
             pool.close()
+        self._pools = []
+
+    def close(self) -> None:
+        self.release_actors()
         if self.ray.is_initialized():
             self.ray.shutdown()
 

@@ -194,7 +194,8 @@ def reference(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def test_selftest_under_ray_equals_local_and_an_exception_is_one_error_line(cluster, reference, tmp_path) -> None:
-    done = cluster.run(SELFTEST, tmp_path / "run", *UNITS)
+    # Half of the one logical GPU per unit: two slots (the two CPUs would allow two as well).
+    done = cluster.run(SELFTEST, tmp_path / "run", *UNITS, "--set", "run.ray_gpus_per_unit=0.5")
     assert done.returncode == 1 and "1 unit(s) failed" in done.stderr, done.stderr
     results = _results(tmp_path / "run", "hash")
     assert results == reference
@@ -248,10 +249,11 @@ def test_a_worker_sigkilled_mid_unit_is_retried_and_its_line_is_the_uninterrupte
 
 def test_a_sigkilled_driver_restarted_skips_what_is_journaled(cluster, reference, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    proc = cluster.popen(SELFTEST, run_dir, *UNITS)
+    proc = cluster.popen(SELFTEST, run_dir, *UNITS, "--set", "run.ray_gpus_per_unit=1")
     _wait_for_lines(run_dir, "hash", proc, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert len({line["worker"] for line in _lines(run_dir, "hash")}) == 1  # one GPU per unit, one logical GPU
     finished = {line["unit"] for line in _lines(run_dir, "hash") if line["status"] != "error"}
     assert 0 < len(finished) < 10, finished
     again = cluster.run(SELFTEST, run_dir, *UNITS)
