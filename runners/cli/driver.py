@@ -130,8 +130,10 @@ def execute_run(
     if not progress:
         silence_library_progress_bars()
     if ray_address:  # the flags are config keys too (run.executor, run.ray_address); a flag wins over the files
+        if executor == "local":
+            raise UserError("--ray-address names a Ray cluster, but --executor local runs here: drop one of them")
         overrides = (*overrides, f"run.ray_address={ray_address}")
-        executor = executor or "ray"
+        executor = "ray"
     if executor:
         overrides = (*overrides, f"run.executor={executor}")
     cfg = load_cli_config(experiment, profile, overrides)
