@@ -234,6 +234,10 @@ class RayExecutor:
             try:
                 record = UnitRecord(**self.ray.get(ref))
                 self.idle.append(actor)
+            except self.ray.exceptions.RayTaskError:
+                # Not the unit (its exceptions are records): the stage's processor could not be made (a model that
+                # does not load). That stops the run, as it does locally; the exception is of the original type.
+                raise
             except self.ray.exceptions.RayError as exc:  # the worker died more often than Ray retries
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 log.error("unit %s: its Ray worker failed: %s", unit, exc)
