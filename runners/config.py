@@ -144,6 +144,7 @@ class SelftestConfig:
 
     units: int = at_least(1, 300)
     iterations: int = at_least(1, 20000)
+    fail_units: tuple[str, ...] = ()  # these units raise (an infrastructure failure: an `error` record, retried)
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,14 @@ class RunConfig:
     oom_retries: int = at_least(0, 3)
     memory_check: bool = True  # refuse to start a run whose memory plan (`seal plan`) does not fit
     memory_budget_gib: float | None = None  # None: the profile's GPU (t4 15, l4 22, a100 40/80) or this machine's RAM
+    # Where units run (none of these change a result): `local` in this process, or `ray` as tasks of Ray actors,
+    # one actor per concurrent slot (runners/ray_executor.py). `ray_address`: an existing cluster ("auto",
+    # "HOST:PORT"); None starts a local instance that lives as long as the command.
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus_per_unit: float = at_least(0.01, 1.0)  # also each unit's torch thread count (rounded, at least 1)
+    ray_gpus_per_unit: float = at_least(0, 0.0)  # GPU profiles: 1; a fraction (0.5) packs small models, no isolation
+    ray_workers: int = at_least(0, 0)  # concurrent units; 0: as many as the cluster's CPUs/GPUs allow
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from runners.barrier import Waiting, check_barrier, check_needs
 from runners.chunks import Chunk, ClaimBoard, check_only, select_units, worker_identity
@@ -76,6 +76,53 @@ class Selection:
     chunk: Chunk | None = None
 
 
+class Executor(Protocol):
+    """Runs claimed units. `submit` hands over one unit and returns the (unit, record) pairs finished meanwhile (it
+    may block until a slot is free); `drain` waits for the rest; `close` frees the stage's processors."""
+
+    def submit(self, unit: str) -> list[tuple[str, UnitRecord]]: ...
+    def drain(self) -> list[tuple[str, UnitRecord]]: ...
+    def close(self) -> None: ...
+
+
+MakeExecutor = Callable[..., Executor]  # (spec, *, worker_name, config_hash, oom_retries, todo) -> Executor
+
+
+class LocalExecutor:
+    """Units one after another in this process. The processor (a model, say) is made on the first unit that needs
+    processing and closed when the stage ends, so one stage's model leaves memory before the next stage loads."""
+
+    def __init__(self, spec: StageSpec, *, worker_name: str, config_hash: str | None, oom_retries: int, todo: int = 0):
+        self.spec, self.worker_name, self.config_hash, self.oom_retries = spec, worker_name, config_hash, oom_retries
+        self.processor: ProcessFn | None = None
+        memory.reset_backoff()
+
+    def submit(self, unit: str) -> list[tuple[str, UnitRecord]]:
+        if self.processor is None:
+            self.processor = self.spec.make_processor()
+        return [(unit, process_unit(self.processor, self.spec.name, unit, self.worker_name, self.config_hash,
+                                    self.oom_retries))]  # fmt: skip
+
+    def drain(self) -> list[tuple[str, UnitRecord]]:
+        return []
+
+    def close(self) -> None:
+        close = getattr(self.processor, "close", None)
+        self.processor = None
+        if callable(close):
+            close()
+
+
+def process_unit(
+    processor: ProcessFn, stage: str, unit: str, worker_name: str, config_hash: str | None, oom_retries: int
+) -> UnitRecord:
+    """One unit, wherever it runs: memory log context, the unit with its OOM back-off, then the GPU cache freed."""
+    memory.set_context(stage=stage, unit=unit)
+    record = _process_one(processor, unit, worker_name, config_hash, oom_retries)
+    memory.release_cached_memory()  # what this unit cached on the GPU goes back before the next
+    return record
+
+
 @dataclass
 class StageSummary:
     stage: str
@@ -106,9 +153,12 @@ def run_stage(
     worker: dict[str, object] | None = None,
     config_hash: str | None = None,
     oom_retries: int = 3,
+    make_executor: MakeExecutor | None = None,
 ) -> StageSummary:
     """Process this worker's selection of a stage whose barrier is met (run_pipeline checks it). A unit that runs out
-    of memory is retried smaller, up to `oom_retries` times (`_process_one`)."""
+    of memory is retried smaller, up to `oom_retries` times (`_process_one`). `make_executor`: where units run
+    (`LocalExecutor`, this process, by default; `runners.ray_executor` for Ray); selection, claims and the journal
+    stay here in any case."""
     worker = worker or worker_identity()
     worker_name = f"{worker['host']}:{worker['pid']}:{worker['id']}"
     journal = store.journal(spec.name)
@@ -124,8 +174,23 @@ def run_stage(
         return summary
 
     bar = _progress_bar(spec.name, len(selected), summary.already_done, enabled=progress)
-    processor: ProcessFn | None = None
-    memory.reset_backoff()
+    make = make_executor or LocalExecutor
+    executor = make(spec, worker_name=worker_name, config_hash=config_hash, oom_retries=oom_retries, todo=len(todo))
+
+    def record(unit: str, record: UnitRecord) -> None:
+        """Only this process appends the journal, whichever executor processed the unit; then the claim goes."""
+        try:
+            journal.append(record)
+            if record.status in DONE_STATUSES:  # after an `error` the folder stays for the retry
+                store.remove_work_dir(spec.name, unit)
+            summary.processed += 1
+            summary.by_status[record.status] = summary.by_status.get(record.status, 0) + 1
+            store.sync()
+        finally:
+            board.release(unit)
+        if bar is not None:
+            bar.update(1)
+
     try:
         pending = todo
         for attempt in range(2):  # a second pass takes over claims whose holders died during the first
@@ -136,36 +201,23 @@ def run_stage(
                 if not board.try_claim(unit):
                     held.append(unit)
                     continue
-                try:
-                    if journal.is_done(unit):  # re-check under the claim: no unit is processed twice
-                        continue
-                    if processor is None:
-                        processor = spec.make_processor()
-                    memory.set_context(stage=spec.name, unit=unit)
-                    record = _process_one(processor, unit, worker_name, config_hash, oom_retries)
-                    memory.release_cached_memory()  # what this unit cached on the GPU goes back before the next
-                    journal.append(record)
-                    if record.status in DONE_STATUSES:  # after an `error` the folder stays for the retry
-                        store.remove_work_dir(spec.name, unit)
-                    summary.processed += 1
-                    summary.by_status[record.status] = summary.by_status.get(record.status, 0) + 1
-                    store.sync()
-                finally:
+                if journal.is_done(unit):  # re-check under the claim: no unit is processed twice
                     board.release(unit)
-                if bar is not None:
-                    bar.update(1)
+                    continue
+                for finished in executor.submit(unit):  # a local executor finishes it now; Ray when a slot frees
+                    record(*finished)
+            for finished in executor.drain():
+                record(*finished)
             pending = held
             if not pending or attempt == 1:
                 break
             time.sleep(0.2)
         summary.held_elsewhere = [u for u in pending if not journal.is_done(u)]
     finally:
-        board.close()
+        board.close()  # releases the claims of units still in flight (an interrupted driver)
         if bar is not None:
             bar.close()
-        close = getattr(processor, "close", None)
-        if callable(close):
-            close()
+        executor.close()
     if summary.held_elsewhere:
         log.info("stage %s: %d units are being processed by other workers", spec.name, len(summary.held_elsewhere))
     return summary
@@ -262,6 +314,7 @@ def run_pipeline(
     progress: bool,
     config_hash: str | None = None,
     oom_retries: int = 3,
+    make_executor: MakeExecutor | None = None,
 ) -> list[StageSummary]:
     """Run the stages in order. The pipeline stops at a stage with errors (retry them first) or at one whose barrier
     is not met (its summary then carries `waiting`). Units held by other workers stop it only in a pipeline that
@@ -309,6 +362,7 @@ def run_pipeline(
             worker=worker,
             config_hash=config_hash,
             oom_retries=oom_retries,
+            make_executor=make_executor,
         )
         summaries.append(summary)
     return summaries

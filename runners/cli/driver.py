@@ -52,6 +52,18 @@ def run_options(func):  # type: ignore[no-untyped-def]
             help="Resume a run directory although the config hash differs (the change is logged).",
         ),
         click.option("--progress/--no-progress", default=True, help="Show a progress bar per stage."),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default=None,
+            help="Where units run: this process (local) or Ray actors (ray). Default: run.executor (local).",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            metavar="ADDRESS",
+            help="Ray cluster to use (HOST:PORT or auto); implies --executor ray. Default: a local instance.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -103,6 +115,8 @@ def execute_run(
     limit: int | None,
     allow_config_change: bool,
     progress: bool,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> Path:
     """Load the config, open (or resume) the run directory and run the pipeline's stages for this worker.
 
@@ -115,6 +129,13 @@ def execute_run(
 
     if not progress:
         silence_library_progress_bars()
+    if ray_address:  # the flags are config keys too (run.executor, run.ray_address); a flag wins over the files
+        if executor == "local":
+            raise UserError("--ray-address names a Ray cluster, but --executor local runs here: drop one of them")
+        overrides = (*overrides, f"run.ray_address={ray_address}")
+        executor = "ray"
+    if executor:
+        overrides = (*overrides, f"run.executor={executor}")
     cfg = load_cli_config(experiment, profile, overrides)
     try:
         selection = Selection(
@@ -163,6 +184,16 @@ def execute_run(
 
     memory.configure_log(store.logs_dir() / f"memory-{os.getpid()}.jsonl")  # one line per training step
     click.echo(f"run directory: {store.root}  (config {run_hash}, profile {cfg.profile})", err=True)
+    ray_session = make_executor = None
+    if cfg.run.executor == "ray":
+        from runners.ray_executor import RaySession
+
+        try:
+            ray_session = RaySession(cfg.run.ray_address)
+        except (RuntimeError, ConnectionError) as exc:
+            store.close()
+            raise UserError(str(exc)) from None
+        make_executor = ray_session.make_executor(cfg, store.root.resolve())
     try:
         summaries = run_pipeline(
             store,
@@ -172,6 +203,7 @@ def execute_run(
             progress=progress,
             config_hash=run_hash,
             oom_retries=cfg.run.oom_retries,
+            make_executor=make_executor,
         )
     except (SelectionError, InvalidNameError) as exc:
         logging.getLogger("seal.run").error("stopped: %s", exc)
@@ -180,6 +212,8 @@ def execute_run(
         logging.getLogger("seal.run").exception("stopped by an unexpected error")  # the traceback, in the run's log
         raise
     finally:
+        if ray_session is not None:
+            ray_session.close()
         store.sync()
         store.close()
     for s in summaries:

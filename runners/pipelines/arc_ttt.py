@@ -27,6 +27,11 @@ CONFIG_EXCLUDE = (
     "model.cache_dir",
     "run.claim_timeout_s",
     "run.oom_retries",
+    "run.executor",
+    "run.ray_address",
+    "run.ray_cpus_per_unit",
+    "run.ray_gpus_per_unit",
+    "run.ray_workers",
     "run.memory_check",
     "run.memory_budget_gib",
 )

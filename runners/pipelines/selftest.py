@@ -16,6 +16,11 @@ CONFIG_SECTIONS = ("selftest", "run")
 CONFIG_EXCLUDE = (
     "run.claim_timeout_s",
     "run.oom_retries",
+    "run.executor",
+    "run.ray_address",
+    "run.ray_cpus_per_unit",
+    "run.ray_gpus_per_unit",
+    "run.ray_workers",
     "run.memory_check",
     "run.memory_budget_gib",
 )
@@ -26,6 +31,8 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
 
     def make_processor() -> ProcessFn:
         def process(unit: str) -> Outcome:
+            if unit in cfg.selftest.fail_units:
+                raise RuntimeError(f"selftest.fail_units names {unit}")
             seed = unit_seed(cfg.run.seed, unit)
             digest = hashlib.pbkdf2_hmac("sha256", unit.encode(), str(seed).encode(), cfg.selftest.iterations)
             return Outcome("ok", {"digest": digest.hex()[:32]})
