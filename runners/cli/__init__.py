@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from runners.cli.driver import execute_run, load_cli_config, profile_option, run_options, set_option
@@ -54,6 +56,36 @@ def config_show(experiment: str, profile: str, overrides: tuple[str, ...]) -> No
     cfg = load_cli_config(experiment, profile, overrides)
     click.echo(f"# config hash: {cfg.hash()}")
     click.echo(to_yaml(cfg), nl=False)
+
+
+@main.command("report")
+@click.argument("run_dir")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path), help="Default: RUN_DIR/report.")
+@click.option("--watch", type=click.FloatRange(min=1.0), default=None, metavar="SECONDS",
+              help="Rebuild every SECONDS while the run goes on (Ctrl-C stops).")  # fmt: skip
+def report_cmd(run_dir: str, out: Path | None, watch: float | None) -> None:
+    """Markdown, PNG plots and one self-contained HTML page of RUN_DIR (conditions with intervals, rewards, task x
+    self-edit heatmap, losses, memory over time, forgetting)."""
+    import time
+
+    from runners.cli.driver import UserError
+    from runners.run_report import build_report
+    from runners.store import RunStoreError
+
+    while True:
+        try:
+            built = build_report(run_dir, out)
+        except (ValueError, RunStoreError) as exc:
+            raise UserError(str(exc)) from None
+        click.echo(
+            f"{built['folder']}/{built['html']} ({len(built['figures'])} figures: {', '.join(built['figures'])})"
+        )
+        if watch is None:
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
 
 
 @main.command("plan")
