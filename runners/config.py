@@ -611,6 +611,20 @@ def config_hash(cfg: Config) -> str:
 
 # Keys that never change a run's results; a pipeline without CONFIG_SECTIONS is identified by all the others.
 _NOT_IDENTITY = ("experiment", "profile")
+# Keys that decide where and how units run, never what they compute: no run's identity includes them, so a run can
+# move between machines, executors and memory budgets and still resume.
+OPERATIONAL_KEYS = (
+    "model.cache_dir",
+    "run.claim_timeout_s",
+    "run.oom_retries",
+    "run.executor",
+    "run.ray_address",
+    "run.ray_cpus_per_unit",
+    "run.ray_gpus_per_unit",
+    "run.ray_workers",
+    "run.memory_check",
+    "run.memory_budget_gib",
+)
 
 
 def _identity(full: dict[str, Any], sections: typing.Sequence[str] | None, exclude: typing.Sequence[str]) -> dict:
@@ -619,7 +633,7 @@ def _identity(full: dict[str, Any], sections: typing.Sequence[str] | None, exclu
     for key in keep:
         if key in full:
             out[key] = json.loads(json.dumps(full[key]))  # a deep copy of plain data
-    for dotted in exclude:
+    for dotted in (*OPERATIONAL_KEYS, *exclude):
         *parents, leaf = dotted.split(".")
         node: Any = out
         for part in parents:

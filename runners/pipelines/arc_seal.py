@@ -22,19 +22,9 @@ from runners.store import RunStore
 
 CONFIG_SECTIONS = ("model", "lora", "train", "arc", "ttt_data", "infer", "seal", "restem", "controls", "run")
 # The iteration count says how far to go, not what the run is: raising it continues a finished run.
-CONFIG_EXCLUDE = (
+CONFIG_EXCLUDE = (  # besides runners.config.OPERATIONAL_KEYS, which no identity includes
     "seal.iterations",
     "seal.evaluate_final",
-    "model.cache_dir",
-    "run.claim_timeout_s",
-    "run.oom_retries",
-    "run.executor",
-    "run.ray_address",
-    "run.ray_cpus_per_unit",
-    "run.ray_gpus_per_unit",
-    "run.ray_workers",
-    "run.memory_check",
-    "run.memory_budget_gib",
 )
 
 FORMAT, ORACLE, WRONG_TASK = "ctl.format", "ctl.oracle", "ctl.wrong_task"

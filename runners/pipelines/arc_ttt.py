@@ -23,18 +23,7 @@ STAGE = "ttt"
 # What makes a run what it is (runners/config.py: config_identity); where the model cache lives and how long a
 # claim may go without a heartbeat do not change any result.
 CONFIG_SECTIONS = ("model", "lora", "train", "arc", "ttt_data", "infer", "run")
-CONFIG_EXCLUDE = (
-    "model.cache_dir",
-    "run.claim_timeout_s",
-    "run.oom_retries",
-    "run.executor",
-    "run.ray_address",
-    "run.ray_cpus_per_unit",
-    "run.ray_gpus_per_unit",
-    "run.ray_workers",
-    "run.memory_check",
-    "run.memory_budget_gib",
-)
+CONFIG_EXCLUDE: tuple[str, ...] = ()  # runners.config.OPERATIONAL_KEYS are excluded from every identity
 
 
 def _tasks(cfg: Config) -> dict[str, list[Any]]:

@@ -28,17 +28,7 @@ from runners.store import RunStore
 
 STAGE = "continual"
 CONFIG_SECTIONS = ("model", "train", "knowledge", "judge", "seal", "continual", "run")
-CONFIG_EXCLUDE = (
-    "model.cache_dir",
-    "run.claim_timeout_s",
-    "run.oom_retries",
-    "run.executor",
-    "run.ray_address",
-    "run.ray_cpus_per_unit",
-    "run.ray_gpus_per_unit",
-    "run.ray_workers",
-    "run.memory_check",
-    "run.memory_budget_gib",
+CONFIG_EXCLUDE = (  # besides runners.config.OPERATIONAL_KEYS, which no identity includes
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

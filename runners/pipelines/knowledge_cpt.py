@@ -25,17 +25,7 @@ from runners.store import RunStore
 SAMPLE, BASE, TRAIN, ANSWER = "cpt.sample", "cpt.base", "cpt.train", "cpt.answer"
 TRAIN_UNIT = "update"
 CONFIG_SECTIONS = ("model", "train", "knowledge", "judge", "seal", "cpt", "run")
-CONFIG_EXCLUDE = (
-    "model.cache_dir",
-    "run.claim_timeout_s",
-    "run.oom_retries",
-    "run.executor",
-    "run.ray_address",
-    "run.ray_cpus_per_unit",
-    "run.ray_gpus_per_unit",
-    "run.ray_workers",
-    "run.memory_check",
-    "run.memory_budget_gib",
+CONFIG_EXCLUDE = (  # besides runners.config.OPERATIONAL_KEYS, which no identity includes
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

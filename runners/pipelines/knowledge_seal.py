@@ -30,19 +30,9 @@ CONFIG_SECTIONS = ("model", "train", "knowledge", "judge", "seal", "restem", "ru
 # What does not change a result: how far the loop goes, where caches live, and the ARC-only keys of `train`
 # (the knowledge inner loop takes its optimizer settings from knowledge.train, and only dtype, checkpointing,
 # length and packing from `train`).
-CONFIG_EXCLUDE = (
+CONFIG_EXCLUDE = (  # besides runners.config.OPERATIONAL_KEYS, which no identity includes
     "seal.iterations",
     "seal.evaluate_final",
-    "model.cache_dir",
-    "run.claim_timeout_s",
-    "run.oom_retries",
-    "run.executor",
-    "run.ray_address",
-    "run.ray_cpus_per_unit",
-    "run.ray_gpus_per_unit",
-    "run.ray_workers",
-    "run.memory_check",
-    "run.memory_budget_gib",
     "judge.host",
     "judge.concurrency",
     "judge.timeout_s",

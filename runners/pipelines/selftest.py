@@ -13,17 +13,7 @@ from runners.stage import Outcome, ProcessFn, StageSpec, unit_seed
 from runners.store import RunStore
 
 CONFIG_SECTIONS = ("selftest", "run")
-CONFIG_EXCLUDE = (
-    "run.claim_timeout_s",
-    "run.oom_retries",
-    "run.executor",
-    "run.ray_address",
-    "run.ray_cpus_per_unit",
-    "run.ray_gpus_per_unit",
-    "run.ray_workers",
-    "run.memory_check",
-    "run.memory_budget_gib",
-)
+CONFIG_EXCLUDE: tuple[str, ...] = ()  # runners.config.OPERATIONAL_KEYS are excluded from every identity
 
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
