@@ -145,6 +145,7 @@ class SelftestConfig:
     units: int = at_least(1, 300)
     iterations: int = at_least(1, 20000)
     fail_units: tuple[str, ...] = ()  # these units raise (an infrastructure failure: an `error` record, retried)
+    artifact_kib: int = at_least(0, 0)  # each unit also saves an artifact this large (exercises sync and pulls)
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,10 @@ class RunConfig:
     ray_cpus_per_unit: float = at_least(0.01, 1.0)  # also each unit's torch thread count (rounded, at least 1)
     ray_gpus_per_unit: float = at_least(0, 0.0)  # GPU profiles: 1; a fraction (0.5) packs small models, no isolation
     ray_workers: int = at_least(0, 0)  # concurrent units; 0: as many as the cluster's CPUs/GPUs allow
+    # A copy of the run pushed in the background after every unit (s3://, gs://, a mounted folder: runners/sync.py);
+    # at the end the command waits up to sync_wait_s for the last push (what is not pushed stays local and safe).
+    sync_to: str | None = None
+    sync_wait_s: float = at_least(0, 600.0)
 
 
 @dataclass(frozen=True)
@@ -624,6 +629,8 @@ OPERATIONAL_KEYS = (
     "run.ray_workers",
     "run.memory_check",
     "run.memory_budget_gib",
+    "run.sync_to",
+    "run.sync_wait_s",
 )
 
 

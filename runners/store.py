@@ -33,7 +33,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from runners.sync import RunSync
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +78,14 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary sibling, fsync, rename: readers see the old file or the whole new one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -313,23 +320,64 @@ def _refusal(root: Path, existing: dict[str, Any], config_hash: str, changes: li
 
 class RunStore:
     """One run directory. Open it with `RunStore.open(path)`; local paths and mounted drives are supported
-    directly, fsspec URLs through a local mirror (`runners/sync.py`)."""
+    directly; an fsspec URL is worked on in a local mirror, and any run can follow a remote copy (`sync_to`), pushed
+    in the background after every unit (`runners/sync.py`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: RunSync | None = None) -> None:
         self.root = root
+        self.remote = remote
         self._journals: dict[str, Journal] = {}
 
     @classmethod
-    def open(cls, location: str | os.PathLike[str]) -> RunStore:
-        text = os.fspath(location)
-        if "://" in text and not text.startswith("file://"):
-            from runners.sync import MirroredRunStore  # fsspec only when a URL is used
+    def open(cls, location: str | os.PathLike[str], *, sync_to: str | None = None) -> RunStore:
+        """`location`: a folder, or a URL (then the run lives in `$SEAL_CACHE/mirrors/…` and syncs to the URL).
+        `sync_to`: a URL or mounted folder this local run is pushed to (and pulled from when opened)."""
+        from runners.sync import SyncError, is_url
 
-            return MirroredRunStore.open_url(text)
-        root = Path(text.removeprefix("file://")).expanduser()
-        if root.exists() and not root.is_dir():
-            raise RunStoreError(f"{root} is a file, not a run directory: name a folder (a new one, or a run to resume)")
-        return cls(root)  # created by the first write, not here
+        text = os.fspath(location)
+        try:
+            if is_url(text):
+                if sync_to and sync_to.rstrip("/") != text.rstrip("/"):
+                    raise RunStoreError(f"--run-dir {text} is a URL already; --sync-to {sync_to} would be a second")
+                return cls._open_synced(_mirror_of(text), text, must_reach=True)
+            root = Path(text.removeprefix("file://")).expanduser()
+            if root.exists() and not root.is_dir():
+                raise RunStoreError(
+                    f"{root} is a file, not a run directory: name a folder (a new one, or a run to resume)"
+                )
+            if sync_to:
+                return cls._open_synced(root, sync_to, must_reach=False)
+            return cls(root)  # created by the first write, not here
+        except SyncError as exc:
+            raise RunStoreError(str(exc)) from None
+
+    @classmethod
+    def _open_synced(cls, root: Path, url: str, *, must_reach: bool) -> RunStore:
+        """Attach the remote copy and pull what other machines pushed. An unreachable remote is a warning (the
+        pushes are retried), unless nothing local exists to work on."""
+        from runners.sync import RunSync, SyncError, recorded_url
+
+        target = url if "://" in url else os.path.abspath(os.path.expanduser(url))
+        recorded = recorded_url(root)
+        if recorded is not None and recorded != target.rstrip("/"):
+            raise SyncError(
+                f"{root} syncs to {recorded} (recorded in {root}/.sync/pushed.json), not {target}: pass --sync-to "
+                f"{recorded}, or delete {root}/.sync to push everything to the new place"
+            )
+        remote = RunSync(root, target)
+        store = cls(root, remote)
+        try:
+            remote.pull()
+        except SyncError:
+            raise
+        except Exception as exc:
+            if must_reach and not store.manifest_path.exists():
+                raise SyncError(
+                    f"{target}: cannot read it ({type(exc).__name__}: {exc}); check the address and credentials "
+                    "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID … for s3://)"
+                ) from None
+            log.warning("%s is not reachable now (%s); working locally, pushes will be retried", target, exc)
+        return store
 
     # -- manifest --------------------------------------------------------------------------------------------
     @property
@@ -494,9 +542,41 @@ class RunStore:
         os.replace(tmp, final)
         fsync_dir(final.parent)
 
-    def close(self) -> None:
+    def artifact(self, relative: str) -> Path:
+        """The local path of an artifact a journal line names (relative to the run root). In a synced run a unit
+        recorded on another machine has its artifact fetched now, on demand (the next iteration's model)."""
+        path = self.root / relative
+        parts = Path(relative).parts
+        synced = self.remote is not None and len(parts) >= 3 and parts[0] == "artifacts"
+        if not path.exists() and synced and self.remote.fetch_artifact(parts[1], parts[2]):  # type: ignore[union-attr]
+            log.info("fetched %s from %s", "/".join(parts[:3]), self.remote.url)
+        return path
+
+    def close(self, sync_wait_s: float = 600.0) -> None:
+        """Close the journals; in a synced run push what is left, waiting up to `sync_wait_s` seconds."""
         for journal in self._journals.values():
             journal.close()
+        if self.remote is not None and not self.remote.close(sync_wait_s):
+            left = self.remote.pending()
+            log.warning(
+                "%d changes are not in %s yet (%s); they are safe in %s: run the same command again, or "
+                "`seal push %s`, to finish pushing",
+                len(left),
+                self.remote.url,
+                self.remote.last_error,
+                self.root,
+                self.root,
+            )
 
     def sync(self) -> None:
-        """Push local changes to remote storage (only mirrored stores do anything)."""
+        """Ask for a background push of what changed (a no-op for a run that is not synced); never blocks."""
+        if self.remote is not None:
+            self.remote.request()
+
+
+def _mirror_of(url: str) -> Path:
+    from runners.sync import mirror_root
+
+    root = mirror_root(url)
+    root.mkdir(parents=True, exist_ok=True)
+    return root

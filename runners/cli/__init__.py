@@ -130,7 +130,8 @@ from runners.cli.demo import demo  # noqa: E402
 from runners.cli.export import export  # noqa: E402
 from runners.cli.grade import grade  # noqa: E402
 from runners.cli.knowledge import knowledge  # noqa: E402
+from runners.cli.sync import pull, push  # noqa: E402
 from runners.cli.ttt import ttt  # noqa: E402
 
-for _command in (arc, demo, export, grade, knowledge, ttt):
+for _command in (arc, demo, export, grade, knowledge, pull, push, ttt):
     main.add_command(_command)

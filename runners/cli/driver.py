@@ -41,6 +41,13 @@ set_option = click.option(
 def run_options(func):  # type: ignore[no-untyped-def]
     options = [
         click.option("--run-dir", type=str, default=None, help="Run directory (local path or fsspec URL)."),
+        click.option(
+            "--sync-to",
+            default=None,
+            metavar="URL",
+            help="Push the run there after every unit, in the background (s3://, gs://, a mounted folder); "
+            "remembered by the run directory. Default: run.sync_to.",
+        ),
         profile_option,
         set_option,
         click.option("--chunk", default=None, metavar="K/N", help="Process only chunk K of N (1-based)."),
@@ -104,6 +111,18 @@ def silence_library_progress_bars() -> None:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
+def recorded_sync(location: str) -> str | None:
+    """Where a local run directory synced to before (None: a URL run directory, or never synced)."""
+    from runners.sync import SyncError, is_url, recorded_url
+
+    if is_url(location):
+        return None
+    try:
+        return recorded_url(Path(location.removeprefix("file://")).expanduser())
+    except SyncError as exc:
+        raise UserError(str(exc)) from None
+
+
 def execute_run(
     experiment: str | None,
     *,
@@ -117,6 +136,7 @@ def execute_run(
     progress: bool,
     executor: str | None = None,
     ray_address: str | None = None,
+    sync_to: str | None = None,
 ) -> Path:
     """Load the config, open (or resume) the run directory and run the pipeline's stages for this worker.
 
@@ -136,6 +156,8 @@ def execute_run(
         executor = "ray"
     if executor:
         overrides = (*overrides, f"run.executor={executor}")
+    if sync_to:
+        overrides = (*overrides, f"run.sync_to={sync_to}")
     cfg = load_cli_config(experiment, profile, overrides)
     try:
         selection = Selection(
@@ -148,7 +170,9 @@ def execute_run(
         raise UserError(str(exc)) from None
     location = run_dir or str(default_runs_root() / cfg.experiment)
     try:
-        store = RunStore.open(location)  # creates nothing yet: a refused command leaves no run directory behind
+        # Creates nothing yet: a refused command leaves no run directory behind. A run that synced before keeps
+        # syncing to the same place (its .sync ledger says where).
+        store = RunStore.open(location, sync_to=cfg.run.sync_to or recorded_sync(location))
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
     _setup_logging(None)
@@ -215,7 +239,7 @@ def execute_run(
         if ray_session is not None:
             ray_session.close()
         store.sync()
-        store.close()
+        store.close(cfg.run.sync_wait_s)
     for s in summaries:
         if s.waiting is not None:
             continue

@@ -128,7 +128,7 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
             records = store.records(STAGE)
             for step in range(1, j + 1):
                 record = records[unit_name(r, step)]
-                worker.slot.load(store.root / record.artifacts["adapter"])
+                worker.slot.load(store.artifact(record.artifacts["adapter"]))
                 fold_adapter(worker.slot)
             state["at"] = (r, j)
             return worker

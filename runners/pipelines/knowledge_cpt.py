@@ -138,7 +138,7 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
 
         worker = parts.workers.get(model_path)
         trained = store.records(TRAIN)[TRAIN_UNIT]
-        worker.slot.load(store.root / trained.artifacts["adapter"])
+        worker.slot.load(store.artifact(trained.artifacts["adapter"]))
         bases = store.records(BASE)
         recipe = domain.recipe
 

@@ -149,7 +149,7 @@ def model_ref(cfg: Config, store: RunStore, i: int) -> dict[str, str]:
 
 def model_location(cfg: Config, store: RunStore, ref: dict[str, str]) -> str:
     if "artifact" in ref:
-        return str(store.root / ref["artifact"])
+        return str(store.artifact(ref["artifact"]))
     from ttt.models import resolve_model
 
     return resolve_model(ref["spec"], cfg.model.cache_dir)
@@ -434,7 +434,7 @@ def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool, re
                 reason = f"no self-edit of iteration {i} was selected ({cfg.seal.select}): the model is carried forward"
                 return Outcome("ok", {"carried_forward": True, "reason": reason})
             workers.release()  # TRL loads the model afresh; the inference copy must not share the memory
-            return _behaviour_clone(cfg, store, i, sft_stage, store.root / chosen.artifacts["rows"])
+            return _behaviour_clone(cfg, store, i, sft_stage, store.artifact(chosen.artifacts["rows"]))
 
         return Processor(process)
 
@@ -450,7 +450,7 @@ def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool, re
             base_path = model_location(cfg, store, previous)
             relative = f"artifacts/{merge_stage}/{MERGE_UNIT}/model"
             with store.write_artifact(merge_stage, MERGE_UNIT) as folder:
-                _, how = merge_adapter(base_path, store.root / cloned.artifacts["adapter"], folder / "model")
+                _, how = merge_adapter(base_path, store.artifact(cloned.artifacts["adapter"]), folder / "model")
             return Outcome(
                 "ok",
                 {"carried_forward": False, "model": {"artifact": relative}, "merge": how},

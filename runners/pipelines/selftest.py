@@ -25,11 +25,24 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
                 raise RuntimeError(f"selftest.fail_units names {unit}")
             seed = unit_seed(cfg.run.seed, unit)
             digest = hashlib.pbkdf2_hmac("sha256", unit.encode(), str(seed).encode(), cfg.selftest.iterations)
-            return Outcome("ok", {"digest": digest.hex()[:32]})
+            if not cfg.selftest.artifact_kib:
+                return Outcome("ok", {"digest": digest.hex()[:32]})
+            with store.write_artifact("hash", unit) as folder:  # deterministic bytes: a pulled copy must match
+                (folder / "blob.bin").write_bytes(_blob(digest, cfg.selftest.artifact_kib * 1024))
+            return Outcome("ok", {"digest": digest.hex()[:32]}, artifacts={"blob": f"artifacts/hash/{unit}/blob.bin"})
 
         return process
 
     return [StageSpec("hash", units, make_processor)]
+
+
+def _blob(seed: bytes, size: int) -> bytes:
+    out = bytearray()
+    block = seed
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:size])
 
 
 def summarize(cfg: Config, store: RunStore) -> str:

@@ -98,12 +98,16 @@ def test_url_run_directory_round_trips_through_a_mirror(tmp_path: Path, monkeypa
     with store.write_artifact("s", "u1") as tmp:
         (tmp / "w.txt").write_text("x")
     store.sync()
+    store.close()  # waits for the background push
     monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache-b"))  # another machine
     other = RunStore.open("memory://bucket/run")
     assert other.read_manifest()["config_hash"] == "h"
     assert other.journal("s").done_units() == {"u1"}
+    assert not (other.root / "artifacts" / "s" / "u1").exists()  # artifacts come on demand
+    assert (other.artifact("artifacts/s/u1") / "w.txt").read_text() == "x"
     other.journal("s").append(_record("u2"))
     other.sync()
+    other.close()
     monkeypatch.setenv("SEAL_CACHE", str(tmp_path / "cache-c"))
     assert RunStore.open("memory://bucket/run").journal("s").done_units() == {"u1", "u2"}
 
