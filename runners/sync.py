@@ -161,6 +161,7 @@ class RunSync:
         self._requested = 0  # request generation
         self._completed = 0  # generation of the last pass that finished without error
         self._force_store_files = False
+        self._give_up = False  # set by close(): a failing pass ends the thread instead of retrying
         self.last_error: str | None = None
         self.failures = 0
 
@@ -221,16 +222,20 @@ class RunSync:
     def _shared_files(self) -> Iterator[tuple[str, Path]]:
         if not self.root.is_dir():
             return
-        for path in sorted(self.root.rglob("*")):
-            rel = path.relative_to(self.root)
-            top = rel.parts[0]
-            if top in _SKIP_TOP or top in STORE_FILES or any(p.startswith(".") for p in rel.parts):
-                continue
-            if not path.is_file() or path.name.endswith(_SKIP_SUFFIXES):
-                continue
-            if top == "stages" and path.name.startswith("journal"):
-                continue  # journals travel as segments
-            yield rel.as_posix(), path
+        for folder, dirs, names in os.walk(self.root):
+            here = Path(folder)
+            top = here == self.root
+            # Pruned, not filtered: artifacts and scratch can hold many thousands of files.
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".") and not (top and (d in _SKIP_TOP or d in STORE_FILES))
+            )
+            for name in sorted(names):
+                if name.startswith(".") or name.endswith(_SKIP_SUFFIXES) or (top and name in STORE_FILES):
+                    continue
+                if here.parent.name == "stages" and here.parent.parent == self.root and name.startswith("journal"):
+                    continue  # journals travel as segments
+                path = here / name
+                yield path.relative_to(self.root).as_posix(), path
 
     def _store_files(self) -> Iterator[tuple[str, Path]]:
         for name in STORE_FILES:
@@ -520,8 +525,6 @@ class RunSync:
                 self._state.notify_all()
                 if self._stop and self._completed >= self._requested:
                     return
-
-    _give_up = False
 
     def flush(self, timeout: float) -> bool:
         """Push everything now (store files included) and wait up to `timeout` seconds; True when all arrived."""

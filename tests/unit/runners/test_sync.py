@@ -33,7 +33,16 @@ def test_a_folder_target_round_trips_journals_and_artifacts(tmp_path: Path) -> N
         with a.write_artifact("s", unit) as folder:
             (folder / "w.txt").write_text(unit)
         a.journal("s").append(_record(unit))
+    (tmp_path / "a" / "stages" / "s" / "units.json").write_text('["u1", "u2", "u3"]')  # a frozen unit list
+    (tmp_path / "a" / "logs").mkdir()
+    (tmp_path / "a" / "logs" / "worker-1.log").write_text("log")
+    (tmp_path / "a" / "work" / "s" / "u3").mkdir(parents=True)
+    (tmp_path / "a" / "work" / "s" / "u3" / "ckpt.bin").write_text("scratch")
     assert a.remote.push().uploaded  # type: ignore[union-attr]
+    store_id = a.remote.store_id  # type: ignore[union-attr]
+    assert (drive / "stores" / store_id / "logs" / "worker-1.log").read_text() == "log"  # per machine
+    assert (drive / "stores" / store_id / "sessions.jsonl").exists()
+    assert not (drive / "work").exists() and not (drive / "stages" / "s" / "journal.jsonl").exists()
     assert a.remote.push().uploaded == []  # type: ignore[union-attr]  # nothing changed, nothing sent
     commit = json.loads((drive / "artifacts/s/u1/commit.json").read_text())
     assert (drive / "artifacts/s/u1" / commit["attempt"] / "w.txt").read_text() == "u1"
@@ -42,6 +51,8 @@ def test_a_folder_target_round_trips_journals_and_artifacts(tmp_path: Path) -> N
     b = _run(tmp_path, "b", drive)
     assert b.read_manifest()["config_hash"] == "h"  # type: ignore[index]
     assert b.journal("s").done_units() == {"u1", "u2"}
+    assert (tmp_path / "b" / "stages" / "s" / "units.json").read_text() == '["u1", "u2", "u3"]'
+    assert not (tmp_path / "b" / "logs").exists()
     assert (b.artifact("artifacts/s/u2") / "w.txt").read_text() == "u2"
     b.journal("s").append(_record("u3"))
     b.remote.push()  # type: ignore[union-attr]
