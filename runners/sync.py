@@ -492,9 +492,14 @@ class RunSync:
         self._wake.set()
 
     def _loop(self) -> None:
-        delay = 1.0
+        delay, retry_at = min(1.0, self.retry_max_s), 0.0
         while True:
-            self._wake.wait(timeout=None if self.last_error is None else delay)
+            if self.last_error is None:
+                self._wake.wait()
+            else:  # backing off: a unit finishing meanwhile does not hammer a remote that is down
+                while not self._stop and (left := retry_at - time.monotonic()) > 0:
+                    self._wake.wait(timeout=left)
+                    self._wake.clear()
             self._wake.clear()
             with self._state:
                 if self._stop and self._completed >= self._requested:
@@ -515,11 +520,12 @@ class RunSync:
                     if self._stop and self._give_up:
                         self._state.notify_all()
                         return
+                retry_at = time.monotonic() + delay
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             if self.last_error is not None:
                 log.info("push to %s works again after %d failed attempts", self.url, self.failures)
-            self.last_error, delay = None, 1.0
+            self.last_error, delay = None, min(1.0, self.retry_max_s)
             with self._state:
                 self._completed = max(self._completed, target)
                 self._state.notify_all()
