@@ -158,3 +158,36 @@ def test_pull_and_push_commands(tmp_path: Path) -> None:
     assert (drive / "report" / "note.md").read_text() == "hi"
     never = _seal("push", "o2", cwd=tmp_path)
     assert never.returncode != 0 and "Traceback" not in never.stderr
+
+
+def test_a_synced_run_killed_with_sigkill_resumes_and_the_copy_is_whole(tmp_path: Path) -> None:
+    """A real process, SIGKILLed mid-run while it pushes to a folder target; the rerun finishes both the units and
+    the pushes, and a pull elsewhere sees every unit exactly once."""
+    import os
+    import signal
+
+    drive = tmp_path / "drive"
+    sets = ["--set", "selftest.units=30", "--set", "selftest.iterations=60000", "--set", "selftest.artifact_kib=4"]
+    command = [sys.executable, "-m", "runners.cli", "selftest", "--run-dir", "a", "--sync-to", str(drive), *sets,
+               "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "a" / "stages" / "hash" / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or journal.read_bytes().count(b"\n") < 5):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = journal.read_bytes().count(b"\n")
+    assert 5 <= killed_at < 30, "the kill should land mid-run"
+    finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    pulled = RunStore.open(tmp_path / "b", sync_to=str(drive))
+    records = pulled.records("hash")
+    assert set(records) == {f"u{i:05d}" for i in range(30)}
+    lines = [json.loads(x) for x in (tmp_path / "b" / "stages" / "hash").glob("journal@*.jsonl").__next__()
+             .read_text().splitlines()]  # fmt: skip
+    assert len(lines) == len({line["unit"] for line in lines}) == 30  # no unit pushed twice, none missing
+    original = {r.unit: r.result for r in RunStore.open(tmp_path / "a").records("hash").values()}
+    assert {u: r.result for u, r in records.items()} == original
+    assert pulled.remote.pull(artifacts=True) is not None  # type: ignore[union-attr]
+    assert len(list((tmp_path / "b" / "artifacts" / "hash").iterdir())) == 30
