@@ -224,6 +224,7 @@ def test_long_and_empty_examples_are_skipped_and_counted(tiny: tuple) -> None:
 
 def test_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.setenv("SEAL_CPU_BF16", "off")  # auto on bf16 CPUs: tests/unit/ttt/test_cpu_precision.py
     assert resolve_precision("auto", cpu).name == "fp32"
     assert resolve_precision("fp32", cpu).autocast_dtype is None
     with pytest.raises(ValueError, match="CUDA"):
