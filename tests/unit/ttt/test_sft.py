@@ -88,7 +88,8 @@ def test_loss_counts_completion_tokens_only(tiny: tuple[Any, Any], tmp_path: Pat
     rows = _rows(tokenizer, 3)
     assert all(0 < row.num_loss_tokens < row.num_tokens - 1 for row in rows), "masks must be real"
     # One step over all rows: its loss is computed at the initial adapter (B = 0), i.e. by the base model.
-    result = train_sft(str(tmp_path / "base"), tokenizer, rows, SftSettings(epochs=1, batch_size=3), tmp_path / "w")
+    settings = SftSettings(epochs=1, batch_size=3, dtype="fp32")  # fp32-exact: not `auto`, bf16 on bf16 CPUs
+    result = train_sft(str(tmp_path / "base"), tokenizer, rows, settings, tmp_path / "w")
     assert result.steps == 1 and len(result.losses) == 1
     completion_only = _masked_loss(model, rows)
     assert result.losses[0] == pytest.approx(completion_only, rel=1e-6)
