@@ -65,5 +65,6 @@ def test_doctor_reports_platform_profile_packages_and_ollama(monkeypatch) -> Non
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # discard port: nothing answers
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
-    for needle in ("platform:", "profile (auto):  cpu", "GiB free", "default model:", "no answer at", "torch"):
+    needles = ("platform:", "CPU bf16:", "profile (auto):  cpu", "GiB free", "default model:", "no answer at", "torch")
+    for needle in needles:
         assert needle in result.output

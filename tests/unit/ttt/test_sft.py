@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ttt import cpu_features
 from ttt.examples import IGNORE_INDEX, EncodedExample, encode_messages
 from ttt.sft import (
     CHECKPOINTS,
@@ -111,7 +112,7 @@ def test_same_inputs_and_seed_give_identical_losses_and_adapters(
     assert first.learning_rates == second.learning_rates
     _assert_same_adapter(first.adapter_dir, second.adapter_dir)
     assert first.losses[-1] < first.losses[0], "a high learning rate must move the loss"
-    assert first.resumed_from_step is None and first.precision == "fp32"
+    assert first.resumed_from_step is None and first.precision == cpu_features.auto_dtype()  # `auto` on this CPU
     assert not (tmp_path / "a" / CHECKPOINTS).exists(), "checkpoints are removed once the adapter is written"
     other_seed = train_sft(tiny_path, tiny_tokenizer, rows, SftSettings(**FAST, seed=1), tmp_path / "c")
     assert other_seed.losses != first.losses
