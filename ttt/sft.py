@@ -363,10 +363,13 @@ def _sft_config(settings: SftSettings, checkpoints: Path, precision_name: str, o
     )
 
 
-def _load_base(model_path: str) -> Any:
+def _load_base(model_path: str, precision: str, device: torch.device) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    # bf16 on a CPU stores the frozen base weights in bf16 (autocast over fp32 weights would cast them at every
+    # forward); the LoRA weights stay fp32 either way (PEFT upcasts adapters on a half-precision base).
+    dtype = torch.bfloat16 if precision == "bf16" and device.type == "cpu" else torch.float32
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
 
 
 def _with_lora(model: Any, settings: SftSettings) -> Any:
@@ -453,7 +456,7 @@ def train_sft(
     device = _device()
     precision = resolve_precision(settings.dtype, device)
     set_seed(settings.seed)  # before LoRA is attached, so every run starts from the same adapter weights
-    model = _with_lora(_load_base(model_path), settings)
+    model = _with_lora(_load_base(model_path, precision.name, device), settings)
     scheduler = _save_scheduler(settings, checkpoints, _read_save_seconds(resume), progress)
 
     class TimedTrainer(SFTTrainer):  # type: ignore[misc]

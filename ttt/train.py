@@ -9,8 +9,11 @@ positions whose next token carries a loss, which skips most of the vocabulary pr
 tokens only. The loss of an optimizer step is the mean over all its loss tokens, the same value one unpadded forward
 per sequence gives, whichever way the batch is laid out.
 
-Dtype policy: fp32 on the CPU; bf16 autocast on GPUs that have bf16 (Ampere and newer); fp16 autocast with fp32 LoRA
-weights and a gradient scaler on GPUs without it (T4), because pure fp16 training diverges there and bf16 is emulated.
+Dtype policy (`auto`): on a CPU, bf16 where it has bf16 matrix hardware (`ttt/cpu_features.py`: AMX or AVX512-BF16,
+overridable with SEAL_CPU_BF16), fp32 elsewhere; bf16 autocast on GPUs that have bf16 (Ampere and newer); fp16
+autocast with fp32 LoRA weights and a gradient scaler on GPUs without it (T4), because pure fp16 training diverges
+there and bf16 is emulated. bf16 means base weights stored in bf16 (the caller loads them so), LoRA weights in fp32
+(PEFT keeps adapters fp32 on a half-precision base) and bf16 autocast.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ttt import memory
+from ttt import cpu_features, memory
 from ttt.examples import IGNORE_INDEX, EncodedExample
 from ttt.settings import DTYPES, LR_SCHEDULES, PACKINGS, TrainSettings  # noqa: F401  (re-exported)
 
@@ -50,6 +53,8 @@ def resolve_precision(dtype: str, device: torch.device) -> Precision:
     if device.type != "cuda":
         if dtype == "fp16":
             raise ValueError("dtype fp16 (with loss scaling) needs a CUDA GPU; use fp32 or auto on the CPU")
+        if dtype == "auto":
+            return bf16 if cpu_features.auto_uses_bf16() else fp32
         return bf16 if dtype == "bf16" else fp32
     has_bf16 = torch.cuda.get_device_capability(device)[0] >= 8 and torch.cuda.is_bf16_supported()
     if dtype == "bf16" and not has_bf16:

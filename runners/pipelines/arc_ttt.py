@@ -128,8 +128,9 @@ def load_worker_model(cfg: Config, model: str | None = None, lora: Any = None) -
     from ttt.train import resolve_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(cfg.train.dtype, device)
-    # Base weights in the compute dtype; LoRA weights stay fp32 under fp16 loss scaling (train() sees to it).
+    precision = resolve_precision(cfg.train.dtype, device)  # `auto` on a CPU: by its bf16 hardware (ttt/cpu_features)
+    # Base weights in the compute dtype; LoRA weights stay fp32 (PEFT keeps adapters fp32 on a half-precision base;
+    # under fp16 loss scaling train() sees to it).
     spec = model or cfg.model.spec
     model, tokenizer = load_model(spec, cache_dir=cfg.model.cache_dir, dtype=precision.autocast_dtype, device=device)
     shape = lora or cfg.lora
@@ -152,6 +153,8 @@ def load_worker_model(cfg: Config, model: str | None = None, lora: Any = None) -
             seed=cfg.run.seed,
         )
     else:
+        # No autocast: the base weights are already in the compute dtype, and PEFT runs the small fp32 LoRA branch
+        # in fp32 (on SmolLM2 with bf16 weights as fast as under bf16 autocast, bench/cpu_precision.py).
         generator = HFGenerator(slot, tokenizer, max_batch_size=cfg.infer.batch_size)
     return model, tokenizer, slot, generator
 

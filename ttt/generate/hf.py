@@ -251,8 +251,12 @@ class HFGenerator:
         was_training = self.model.training
         self.model.eval()
         try:
+            # The last position as an index tensor, not `logits_to_keep=1`: transformers slices the hidden states
+            # with it, and a strided slice sends torch's bf16 CPU matmul down a copying path (lm_head of SmolLM2,
+            # 8 rows: 532 ms against 7.6 ms contiguous); indexing with a tensor gives a contiguous copy.
+            last = torch.tensor([width - 1], device=device)
             output = self._forward(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=last
             )
             logits = output.logits[:, -1, :].float()
             if len(prompts) < len(rows):

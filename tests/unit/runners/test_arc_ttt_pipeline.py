@@ -13,6 +13,7 @@ from runners.cli import main
 from runners.config import ConfigError, load_config
 from runners.pipelines.arc_ttt import recipe_from_config, stages
 from runners.store import RunStore
+from ttt import cpu_features
 
 SMALL = [
     "--profile", "cpu", "--no-progress",
@@ -181,7 +182,8 @@ def test_vllm_backend_gets_its_settings_from_the_config_and_each_task_adapter_fr
     assert result.exit_code == 0, result.output
     [engine] = _FakeVllm.engines
     assert engine["enable_lora"] and engine["max_lora_rank"] == 16  # the smallest rank vLLM accepts >= 12
-    assert engine["dtype"] == "float32"  # the CPU profile's policy: the engine matches training's dtype
+    # The cpu profile's `auto` (fp32, or bf16 on bf16 hardware): the engine matches training's resolved dtype.
+    assert engine["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[cpu_features.auto_dtype()]
     assert engine["max_model_len"] == 1024 + 16 and engine["gpu_memory_utilization"] == 0.45
     records = RunStore.open(tmp_path / "run").records("ttt")
     assert all(record.status == "ok" for record in records.values()) and len(records) == 2

@@ -56,7 +56,7 @@ def test_profiles_set_dtype_rank_context_batch_and_checkpointing() -> None:
     t4 = load_config("arc_ttt_oracle", "t4")
     a100 = load_config("arc_ttt_oracle", "a100-80")
     cpu = load_config("arc_ttt_oracle", "cpu")
-    assert (t4.train.dtype, a100.train.dtype, cpu.train.dtype) == ("fp16", "bf16", "fp32")
+    assert (t4.train.dtype, a100.train.dtype, cpu.train.dtype) == ("fp16", "bf16", "auto")  # cpu: by its hardware
     assert t4.lora.rank < a100.lora.rank and t4.train.max_len < a100.train.max_len
     assert t4.train.grad_checkpointing and not cpu.train.grad_checkpointing
 
@@ -65,5 +65,6 @@ def test_doctor_reports_platform_profile_packages_and_ollama(monkeypatch) -> Non
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # discard port: nothing answers
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
-    for needle in ("platform:", "profile (auto):  cpu", "GiB free", "default model:", "no answer at", "torch"):
+    needles = ("platform:", "CPU bf16:", "profile (auto):  cpu", "GiB free", "default model:", "no answer at", "torch")
+    for needle in needles:
         assert needle in result.output

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ttt import cpu_features
 from ttt.examples import IGNORE_INDEX, EncodedExample, encode_messages
 from ttt.sft import (
     CHECKPOINTS,
@@ -88,7 +89,8 @@ def test_loss_counts_completion_tokens_only(tiny: tuple[Any, Any], tmp_path: Pat
     rows = _rows(tokenizer, 3)
     assert all(0 < row.num_loss_tokens < row.num_tokens - 1 for row in rows), "masks must be real"
     # One step over all rows: its loss is computed at the initial adapter (B = 0), i.e. by the base model.
-    result = train_sft(str(tmp_path / "base"), tokenizer, rows, SftSettings(epochs=1, batch_size=3), tmp_path / "w")
+    settings = SftSettings(epochs=1, batch_size=3, dtype="fp32")  # fp32-exact: not `auto`, bf16 on bf16 CPUs
+    result = train_sft(str(tmp_path / "base"), tokenizer, rows, settings, tmp_path / "w")
     assert result.steps == 1 and len(result.losses) == 1
     completion_only = _masked_loss(model, rows)
     assert result.losses[0] == pytest.approx(completion_only, rel=1e-6)
@@ -110,7 +112,7 @@ def test_same_inputs_and_seed_give_identical_losses_and_adapters(
     assert first.learning_rates == second.learning_rates
     _assert_same_adapter(first.adapter_dir, second.adapter_dir)
     assert first.losses[-1] < first.losses[0], "a high learning rate must move the loss"
-    assert first.resumed_from_step is None and first.precision == "fp32"
+    assert first.resumed_from_step is None and first.precision == cpu_features.auto_dtype()  # `auto` on this CPU
     assert not (tmp_path / "a" / CHECKPOINTS).exists(), "checkpoints are removed once the adapter is written"
     other_seed = train_sft(tiny_path, tiny_tokenizer, rows, SftSettings(**FAST, seed=1), tmp_path / "c")
     assert other_seed.losses != first.losses

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from ttt import cpu_features
 from ttt.examples import IGNORE_INDEX, EncodedExample, encode_messages
 from ttt.lora import AdapterSlot, LoraSettings
 from ttt.train import (
@@ -113,7 +114,7 @@ def test_step_count_and_metrics(tiny: tuple) -> None:
     assert result.forward_backward_seconds + result.optimizer_seconds + result.other_seconds == pytest.approx(
         result.seconds
     )
-    assert result.precision == "fp32" and result.packing == "sequential"  # the CPU default
+    assert result.precision == cpu_features.auto_dtype() and result.packing == "sequential"  # the CPU default
     assert result.to_dict()["tokens_per_second"] > 0
 
 
@@ -184,7 +185,8 @@ def test_packed_and_sequential_batches_train_the_same(tiny: tuple) -> None:
     model, tokenizer = tiny
     slot = AdapterSlot(model, SMALL)
     examples = _examples(tokenizer, 7)
-    settings = TrainSettings(lr=1e-2, epochs=2, batch_size=3, warmup_steps=1, packing="packed")
+    # fp32-exact comparison: pinned, since `auto` is bf16 on bf16 CPUs (different layouts round differently there)
+    settings = TrainSettings(lr=1e-2, epochs=2, batch_size=3, warmup_steps=1, packing="packed", dtype="fp32")
     packed = train(slot, examples, settings)
     packed_state = slot.lora_state()
     slot.reset()
@@ -224,6 +226,7 @@ def test_long_and_empty_examples_are_skipped_and_counted(tiny: tuple) -> None:
 
 def test_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.setenv("SEAL_CPU_BF16", "off")  # auto on bf16 CPUs: tests/unit/ttt/test_cpu_precision.py
     assert resolve_precision("auto", cpu).name == "fp32"
     assert resolve_precision("fp32", cpu).autocast_dtype is None
     with pytest.raises(ValueError, match="CUDA"):
@@ -270,5 +273,6 @@ def test_no_trainable_parameters_is_an_error(tiny: tuple) -> None:
 def test_mean_loss_is_hfs_token_weighted_loss(tiny: tuple) -> None:
     model, tokenizer = tiny
     examples = _examples(tokenizer, 5)
-    assert mean_loss(model, examples) == pytest.approx(_per_sequence_mean_loss(model, examples), rel=1e-5)
+    # HF's loss runs in fp32 here, so the comparison pins fp32 (`auto` is bf16 on bf16 CPUs)
+    assert mean_loss(model, examples, dtype="fp32") == pytest.approx(_per_sequence_mean_loss(model, examples), rel=1e-5)
     assert math.isfinite(mean_loss(model, examples))
