@@ -33,8 +33,9 @@ def test_flags_are_parsed_from_cpuinfo_text() -> None:
     assert cpu_features.bf16_kind({"amx_tile"}) is None  # tiles without bf16 (int8 only) do not count
 
 
-def test_auto_follows_the_hardware_and_the_override_wins() -> None:
-    for cpuinfo, expected in ((SAPPHIRE_RAPIDS, "bf16"), (ZEN4, "bf16"), (SKYLAKE, "fp32"), ("", "fp32")):
+def test_auto_stays_fp32_on_every_cpu_and_the_override_wins() -> None:
+    """bf16 missed the held-out loss target on the hardware measured, so no kind gets it under `auto` (yet)."""
+    for cpuinfo, expected in ((SAPPHIRE_RAPIDS, "fp32"), (ZEN4, "fp32"), (SKYLAKE, "fp32"), ("", "fp32")):
         assert cpu_features.auto_dtype({}, cpuinfo) == expected, cpuinfo
         assert cpu_features.auto_dtype({cpu_features.BF16_ENV: "auto"}, cpuinfo) == expected
         assert cpu_features.auto_dtype({cpu_features.BF16_ENV: "on"}, cpuinfo) == "bf16"
@@ -46,11 +47,12 @@ def test_auto_follows_the_hardware_and_the_override_wins() -> None:
 
 
 @pytest.mark.parametrize(("kind", "mode", "expected"), [
-    ("amx", "auto", "bf16"), ("avx512_bf16", "auto", "bf16"), (None, "auto", "fp32"),
-    (None, "on", "bf16"), ("amx", "off", "fp32"),
+    ("amx", "auto", "fp32"), ("avx512_bf16", "auto", "fp32"), (None, "auto", "fp32"),
+    (None, "on", "bf16"), ("amx", "on", "bf16"), ("amx", "off", "fp32"),
 ])  # fmt: skip
 def test_resolve_precision_auto_on_cpu(monkeypatch: pytest.MonkeyPatch, kind: str | None, mode: str, expected: str):
     monkeypatch.setattr(cpu_features, "detected_kind", lambda: kind)
+    monkeypatch.setattr(cpu_features, "BF16_KINDS", ())  # the shipped rule, whatever a later measurement adds
     monkeypatch.setenv(cpu_features.BF16_ENV, mode)
     cpu = torch.device("cpu")
     auto = resolve_precision("auto", cpu)
@@ -59,6 +61,13 @@ def test_resolve_precision_auto_on_cpu(monkeypatch: pytest.MonkeyPatch, kind: st
     # An explicit dtype is never second-guessed by the detection or the override.
     assert resolve_precision("fp32", cpu).name == "fp32"
     assert resolve_precision("bf16", cpu).name == "bf16"
+
+
+def test_a_kind_added_to_the_rule_gets_bf16_under_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_features, "BF16_KINDS", (cpu_features.AMX,))
+    assert cpu_features.auto_dtype({}, SAPPHIRE_RAPIDS) == "bf16"
+    assert cpu_features.auto_dtype({}, ZEN4) == "fp32"
+    assert cpu_features.auto_dtype({cpu_features.BF16_ENV: "off"}, SAPPHIRE_RAPIDS) == "fp32"
 
 
 def test_lora_training_in_bf16_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny_path: str, tiny_cache: Path) -> None:
