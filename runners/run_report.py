@@ -116,14 +116,20 @@ def plot_conditions(cfg: Config, store: RunStore, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _rewards_by_stage(store: RunStore, prefix: str) -> dict[str, dict[str, dict[int, float]]]:
+    """The inner stages that have rewards, in order, with them (each journal read once per plot)."""
+    by_stage = {stage: _rewards(store, stage) for stage in _inner_stages(store, prefix)}
+    return {stage: rewards for stage, rewards in by_stage.items() if rewards}
+
+
 def plot_rewards(store: RunStore, prefix: str, path: Path) -> Path | None:
-    stages = [s for s in _inner_stages(store, prefix) if _rewards(store, s)]
-    if not stages:
+    by_stage = _rewards_by_stage(store, prefix)
+    if not by_stage:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for stage in stages:
-        values = [v for ks in _rewards(store, stage).values() for v in ks.values()]
+    for stage, rewards in by_stage.items():
+        values = [v for ks in rewards.values() for v in ks.values()]
         ax.hist(values, bins=min(20, max(5, len(values))), alpha=0.6, label=f"{stage} ({len(values)} self-edits)")
     ax.set_xlabel("reward")
     ax.set_ylabel("self-edits")
@@ -132,13 +138,12 @@ def plot_rewards(store: RunStore, prefix: str, path: Path) -> Path | None:
 
 
 def plot_heatmap(store: RunStore, prefix: str, path: Path) -> Path | None:
-    stages = [s for s in _inner_stages(store, prefix) if _rewards(store, s)]
-    if not stages:
+    by_stage = _rewards_by_stage(store, prefix)
+    if not by_stage:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(stages), figsize=(3.5 * len(stages) + 1, 4), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        rewards = _rewards(store, stage)
+    fig, axes = plt.subplots(1, len(by_stage), figsize=(3.5 * len(by_stage) + 1, 4), squeeze=False)
+    for ax, (stage, rewards) in zip(axes[0], by_stage.items()):
         groups = sorted(rewards)
         ks = sorted({k for g in rewards.values() for k in g})
         grid = [[rewards[g].get(k, float("nan")) for k in ks] for g in groups]
