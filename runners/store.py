@@ -355,9 +355,9 @@ class RunStore:
     def _open_synced(cls, root: Path, url: str, *, must_reach: bool) -> RunStore:
         """Attach the remote copy and pull what other machines pushed. An unreachable remote is a warning (the
         pushes are retried), unless nothing local exists to work on."""
-        from runners.sync import RunSync, SyncError, recorded_url
+        from runners.sync import RunSync, SyncError, normalize_target, recorded_url
 
-        target = url if "://" in url else os.path.abspath(os.path.expanduser(url))
+        target = normalize_target(url)
         recorded = recorded_url(root)
         if recorded is not None and recorded != target.rstrip("/"):
             raise SyncError(

@@ -89,6 +89,11 @@ def open_remote(url: str) -> tuple[Any, str]:
     return fs, root.rstrip("/")
 
 
+def normalize_target(location: str) -> str:
+    """A URL as given, a local folder as an absolute path (symlinks kept): the form the ledger records and compares."""
+    return location if "://" in location else os.path.abspath(os.path.expanduser(location))
+
+
 def recorded_url(root: Path) -> str | None:
     """The URL a local run directory syncs to, as its ledger records it (None: not synced)."""
     path = root / SYNC_DIR / LEDGER
@@ -138,7 +143,7 @@ class PushSummary:
 @dataclass
 class PullSummary:
     files: list[str] = field(default_factory=list)  # shared files restored
-    journal_lines: int = 0  # bytes of other stores' journals appended, counted in lines
+    journal_lines: int = 0  # lines appended from the journals other stores pushed
     artifacts: list[str] = field(default_factory=list)
 
 
@@ -214,6 +219,14 @@ class RunSync:
             ledger = self._read_ledger()
             change(ledger)
             atomic_write_text(self.sync_dir / LEDGER, json.dumps(ledger, indent=1, sort_keys=True))
+
+    def remember_url(self) -> None:
+        """Record this URL in the ledger now (a pull does; the next run in this folder then keeps syncing here)."""
+        self._update_ledger(lambda ledger: None)
+
+    def read_remote_json(self, relative: str) -> Any:
+        """A JSON file of the remote copy (e.g. its manifest.json)."""
+        return json.loads(self.fs.cat_file(self._remote(relative)))
 
     def _remote(self, relative: str) -> str:
         return f"{self.remote_root}/{relative}"

@@ -12,11 +12,11 @@ from runners.cli.driver import UserError
 
 
 def _link(root: Path, url: str):  # type: ignore[no-untyped-def]
-    from runners.sync import RunSync, SyncError, recorded_url
+    from runners.sync import RunSync, SyncError, normalize_target, recorded_url
 
     try:
         recorded = recorded_url(root)
-        target = url if "://" in url else str(Path(url).expanduser().resolve())
+        target = normalize_target(url)
         if recorded is not None and recorded != target.rstrip("/"):
             raise SyncError(f"{root} syncs to {recorded}, not {target}; pull into a new directory")
         return RunSync(root, target)
@@ -38,7 +38,7 @@ def pull(url: str, run_dir: Path, all_artifacts: bool) -> None:
     try:
         if not link.remote_has_run():
             raise UserError(f"{url}: no manifest.json there; is this the URL a run was pushed to?")
-        remote = json.loads(link.fs.cat_file(link._remote("manifest.json")))
+        remote = link.read_remote_json("manifest.json")
         local_manifest = run_dir / "manifest.json"
         if local_manifest.exists():
             local = json.loads(local_manifest.read_text(encoding="utf-8"))
@@ -48,7 +48,7 @@ def pull(url: str, run_dir: Path, all_artifacts: bool) -> None:
                     "pull into a new directory"
                 )
         summary = link.pull(artifacts=all_artifacts)
-        link._update_ledger(lambda ledger: None)  # records the URL: the next run here keeps syncing there
+        link.remember_url()
     except UserError:
         raise
     except Exception as exc:
