@@ -3,8 +3,8 @@
     python bench/cpu_precision.py [--threads 2] [--reps 5] [--quick]
 
 bf16 is what the workers run for `resolve_precision`'s bf16 on a CPU: base weights stored in bf16, LoRA weights in
-fp32, bf16 autocast in training and evaluation; generation runs the bf16 weights without autocast (PEFT computes the
-LoRA branch in fp32), as `load_worker_model` builds it. fp32 is everything in fp32. Both models are loaded once;
+fp32, the LoRA sums kept in fp32 (ttt/lora.py::keep_lora_sums_fp32), bf16 autocast in training, evaluation and
+generation, as `load_worker_model` builds it. fp32 is everything in fp32. Both models are loaded once;
 each measurement runs as fp32/bf16 pairs back to back (who goes first swaps each pair), and a speedup is the median
 of the pairs' ratios, because other processes (and other machines' guests) share the cores.
 

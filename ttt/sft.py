@@ -36,7 +36,7 @@ import torch
 
 from ttt import memory
 from ttt.examples import IGNORE_INDEX, EncodedExample
-from ttt.lora import SEAL_TARGETS, _atomic_replace_dir, _sort_config_lists
+from ttt.lora import SEAL_TARGETS, _atomic_replace_dir, _sort_config_lists, keep_lora_sums_fp32
 from ttt.merge import _fsync_tree
 from ttt.train import DTYPES, LR_SCHEDULES, resolve_precision
 
@@ -386,7 +386,9 @@ def _with_lora(model: Any, settings: SftSettings) -> Any:
     with warnings.catch_warnings():
         # PEFT 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`: noise, not ours to fix.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
+    keep_lora_sums_fp32(model)  # bf16 on a CPU: LoRA sums in fp32 (ttt/lora.py), under the Trainer's bf16 autocast
+    return model
 
 
 def _history(log_history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:

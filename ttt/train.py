@@ -13,7 +13,8 @@ Dtype policy (`auto`): on a CPU, bf16 where it has bf16 matrix hardware (`ttt/cp
 overridable with SEAL_CPU_BF16), fp32 elsewhere; bf16 autocast on GPUs that have bf16 (Ampere and newer); fp16
 autocast with fp32 LoRA weights and a gradient scaler on GPUs without it (T4), because pure fp16 training diverges
 there and bf16 is emulated. bf16 means base weights stored in bf16 (the caller loads them so), LoRA weights in fp32
-(PEFT keeps adapters fp32 on a half-precision base) and bf16 autocast.
+(PEFT keeps adapters fp32 on a half-precision base) and bf16 autocast; on a CPU the LoRA sums are also kept in fp32
+(`ttt/lora.py::keep_lora_sums_fp32`: bf16 outputs round a small update away).
 """
 
 from __future__ import annotations

@@ -153,8 +153,8 @@ def load_worker_model(cfg: Config, model: str | None = None, lora: Any = None) -
             seed=cfg.run.seed,
         )
     else:
-        # No autocast: the base weights are already in the compute dtype, and PEFT runs the small fp32 LoRA branch
-        # in fp32 (on SmolLM2 with bf16 weights as fast as under bf16 autocast, bench/cpu_precision.py).
+        # The generator runs under autocast only where the slot needs it (bf16 on a CPU: fp32 LoRA sums,
+        # ttt/lora.py); otherwise the base weights are already in the compute dtype.
         generator = HFGenerator(slot, tokenizer, max_batch_size=cfg.infer.batch_size)
     return model, tokenizer, slot, generator
 

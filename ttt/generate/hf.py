@@ -19,7 +19,7 @@ import torch
 from ttt import memory
 from ttt.examples import encode_plain, encode_prompt, end_of_turn_ids
 from ttt.generate.base import ACTIVE_ADAPTER, GenerationOutput, GenerationRequest
-from ttt.lora import AdapterSlot
+from ttt.lora import AdapterSlot, required_autocast
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ class HFGenerator:
         self.model = self.slot.model if self.slot is not None else model_or_slot
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.autocast_dtype = autocast_dtype
+        # A bf16 CPU model that keeps its LoRA sums in fp32 only runs under autocast (ttt/lora.py).
+        self.autocast_dtype = autocast_dtype or required_autocast(self.model)
         stop = set(end_of_turn_ids(tokenizer))
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         stop.update([eos] if isinstance(eos, int) else list(eos or []))
