@@ -10,7 +10,10 @@ capped to stand in for a T4). Random-weight models of real architectures (no hub
 2. OOM back-off for real: one training unit through the stage runner under a 4.5 GiB cap with a batch of 8 rows
    that does not fit; the journal line must be `ok` with its `oom_backoff` (8 → 4 → 2 → 1 rows expected);
 3. fp16 with loss scaling: 50 optimizer steps at 1024 tokens, every loss finite;
-4. bf16 on the big GPU (no cap): 20 steps at 4096 tokens, finite, tokens/s against fp16.
+4. bf16 on the big GPU (no cap): 20 steps at 4096 tokens, finite, tokens/s against fp16;
+5. the same bf16 steps with the LoRA sums kept in fp32 (what ttt/lora.py::keep_lora_sums_fp32 does on a CPU, where
+   bf16 outputs rounded small TTT updates away; bf16 rounds the same on a GPU): their cost in tokens/s and peak
+   memory, before that is turned on for GPUs too.
 Last line: {"bench": "gpu_check", "plan_error": …, "oom": {…}, "fp16_50_steps_finite": …, "bf16": {…}, …}
 """
 
@@ -71,6 +74,12 @@ def _settings(**kw: Any) -> Any:
 
     base = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "max_steps_cap": None, "packing": "sequential", "lr": 1e-4}
     return TrainSettings(**{**base, **kw})
+
+
+def lora_layer() -> Any:
+    from peft.tuners.lora import LoraLayer
+
+    return LoraLayer
 
 
 def _cap(gib: float | None) -> None:
@@ -154,26 +163,38 @@ def oom_check(device: Any, shape: dict[str, Any], cap_gib: float, tokens: int, r
             "finite": result.get("finite"), "cap_gib": cap_gib}  # fmt: skip
 
 
-def steps_check(device: Any, shape: dict[str, Any], dtype: str, steps: int, tokens: int) -> dict[str, Any]:
+def steps_check(
+    device: Any, shape: dict[str, Any], dtype: str, steps: int, tokens: int, fp32_sums: bool = False
+) -> dict[str, Any]:
     import torch
 
+    from ttt import lora
     from ttt.lora import AdapterSlot, LoraSettings
     from ttt.train import train
 
     weights = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     model = _model(shape, weights, device)
     slot = AdapterSlot(model, LoraSettings(rank=16, targets=ALL))
+    if fp32_sums and lora.required_autocast(slot.model) is None:  # the product does this on CPUs only (yet)
+        for module in slot.model.modules():
+            if isinstance(module, lora_layer()):
+                module.get_base_layer().register_forward_hook(lora._output_to_fp32)
+        setattr(slot.model, lora._FP32_SUMS_ATTR, weights)
+    sums_fp32 = lora.required_autocast(slot.model) is not None  # on a CPU bf16 slot: always (the product's rule)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     examples = _examples(steps, tokens, shape["vocab_size"])
     train(slot, examples[:2], _settings(dtype=dtype, max_len=tokens + 1))  # warm-up (kernels, allocator)
     start = time.perf_counter()
     result = train(slot, examples, _settings(dtype=dtype, max_len=tokens + 1, grad_checkpointing=True))
     seconds = time.perf_counter() - start
     lora_fp32 = all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
     del slot, model
     return {"dtype": dtype, "steps": result.steps, "finite": all(math.isfinite(x) for x in result.losses),
             "first_loss": round(result.losses[0], 4), "last_loss": round(result.losses[-1], 4),
             "lora_weights_fp32": lora_fp32, "tokens_per_s": round(result.tokens / seconds, 1),
-            "precision": result.precision}  # fmt: skip
+            "precision": result.precision, "fp32_sums": sums_fp32, "peak_gib": peak}  # fmt: skip
 
 
 def main() -> None:
@@ -214,8 +235,11 @@ def main() -> None:
         _cap(None)  # the whole big GPU
         attempt("bf16", lambda: steps_check(device, shape, "bf16", 20, tokens))
         attempt("fp16_big", lambda: steps_check(device, shape, "fp16", 20, tokens))
+        attempt("bf16_fp32_sums", lambda: steps_check(device, shape, "bf16", 20, tokens, fp32_sums=True))
         if "tokens_per_s" in out["bf16"] and "tokens_per_s" in out["fp16_big"]:
             out["bf16_vs_fp16"] = round(out["bf16"]["tokens_per_s"] / out["fp16_big"]["tokens_per_s"], 3)
+        if "tokens_per_s" in out["bf16"] and "tokens_per_s" in out["bf16_fp32_sums"]:
+            out["fp32_sums_speed"] = round(out["bf16_fp32_sums"]["tokens_per_s"] / out["bf16"]["tokens_per_s"], 3)
     else:
         attempt("fp32", lambda: steps_check(device, shape, "fp32", 6, tokens))
         attempt("bf16", lambda: steps_check(device, shape, "bf16", 6, tokens))
