@@ -76,12 +76,6 @@ def _settings(**kw: Any) -> Any:
     return TrainSettings(**{**base, **kw})
 
 
-def lora_layer() -> Any:
-    from peft.tuners.lora import LoraLayer
-
-    return LoraLayer
-
-
 def _cap(gib: float | None) -> None:
     import torch
 
@@ -175,11 +169,8 @@ def steps_check(
     weights = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     model = _model(shape, weights, device)
     slot = AdapterSlot(model, LoraSettings(rank=16, targets=ALL))
-    if fp32_sums and lora.required_autocast(slot.model) is None:  # the product does this on CPUs only (yet)
-        for module in slot.model.modules():
-            if isinstance(module, lora_layer()):
-                module.get_base_layer().register_forward_hook(lora._output_to_fp32)
-        setattr(slot.model, lora._FP32_SUMS_ATTR, weights)
+    if fp32_sums:  # the product does this on CPUs only (yet)
+        lora.keep_lora_sums_fp32(slot.model, any_device=True)
     sums_fp32 = lora.required_autocast(slot.model) is not None  # on a CPU bf16 slot: always (the product's rule)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

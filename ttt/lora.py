@@ -62,7 +62,7 @@ def _sort_config_lists(path: Path) -> None:
 _FP32_SUMS_ATTR = "seal_fp32_lora_sums"
 
 
-def keep_lora_sums_fp32(model: Any) -> torch.dtype | None:
+def keep_lora_sums_fp32(model: Any, *, any_device: bool = False) -> torch.dtype | None:
     """On a CPU model with bf16 base weights, add each LoRA update to its base layer's output in fp32.
 
     Why: a bf16 base layer's output has 8 significant bits, and a small LoRA update (a short TTT at SEAL's lr 1e-4)
@@ -73,15 +73,17 @@ def keep_lora_sums_fp32(model: Any) -> torch.dtype | None:
     model needs, generation included: the returned dtype). Measured: within about 1 % of fp32 at 1.6x its speed.
 
     Idempotent; returns None (and changes nothing) unless the base is bf16 on a CPU. GPUs round the same way, but
-    that path has not been measured on one, so it is left as it was.
+    that path has not been measured on one, so only `any_device=True` (bench/gpu_check.py) applies it there.
     """
     from peft.tuners.lora import LoraLayer
 
-    if getattr(model, _FP32_SUMS_ATTR, None) is not None:
-        return getattr(model, _FP32_SUMS_ATTR)
+    if required_autocast(model) is not None:
+        return required_autocast(model)
     bases = [module.get_base_layer() for module in model.modules() if isinstance(module, LoraLayer)]
     weights = [getattr(base, "weight", None) for base in bases]
-    if not bases or any(w is None or w.dtype != torch.bfloat16 or w.device.type != "cpu" for w in weights):
+    if not bases or any(w is None or w.dtype != torch.bfloat16 for w in weights):
+        return None
+    if not any_device and any(w.device.type != "cpu" for w in weights):
         return None
     for base in bases:
         base.register_forward_hook(_output_to_fp32)
