@@ -5,7 +5,8 @@ predicted fits for 1B, 3B and 7B models at T4 and A100 settings.
 
 Each measured point runs in a fresh process (MALLOC_MMAP_THRESHOLD_=1048576, so glibc returns freed activations and
 the peak is stable): the model is loaded, VmHWM is reset through /proc/self/clear_refs, then one LoRA training step
-(this project's loop, fp32) or one batched generation runs, and VmHWM is the measured peak of the whole process.
+(this project's loop) or one batched generation runs, and VmHWM is the measured peak of the whole process. Points run
+in fp32, and the last five in bf16 as a bf16 CPU runs them (bf16 base weights, fp32 LoRA and LoRA sums, autocast).
 The prediction for the same shape and sizes comes from ttt/memory_plan.py. Target: every point within ±15 %.
 Last line: {"bench": "memory_plan", "max_abs_error": …, "within_15_percent": …, "points": [...], "table": [...]}
 """
@@ -35,7 +36,8 @@ def hwm():
         if line.startswith("VmHWM"):
             return int(line.split()[1]) * 1024
 
-model, tokenizer = load_model(spec["model"])
+dtype = spec.get("dtype", "fp32")  # bf16: base weights in bf16, as load_worker_model builds them on a bf16 CPU
+model, tokenizer = load_model(spec["model"], dtype=torch.bfloat16 if dtype == "bf16" else None)
 if spec["kind"] == "train":
     from ttt.examples import EncodedExample
     from ttt.lora import AdapterSlot, LoraSettings
@@ -46,13 +48,17 @@ if spec["kind"] == "train":
     ids = tuple(int(x) for x in torch.randint(10, 1000, (n,)))
     example = EncodedExample(ids, (-100,) * (n - loss) + ids[n - loss :])
     settings = TrainSettings(epochs=1, batch_size=1, max_len=n + 1, packing="sequential", warmup_steps=0,
-                             grad_checkpointing=spec["ckpt"], dtype="fp32")
+                             grad_checkpointing=spec["ckpt"], dtype=dtype)
     open("/proc/self/clear_refs", "w").write("5")
     train(slot, [example], settings)
 else:
     from ttt.generate import GenerationRequest
     from ttt.generate.hf import HFGenerator
 
+    if dtype == "bf16":  # as the workers generate: with the task's adapter attached (fp32 LoRA sums)
+        from ttt.lora import AdapterSlot, LoraSettings
+
+        model = AdapterSlot(model, LoraSettings(rank=spec["rank"]))
     generator = HFGenerator(model, tokenizer, max_batch_size=spec["rows"])
     ids = [int(x) for x in torch.randint(10, 1000, (spec["prompt"],))]
     text = tokenizer.decode(ids)
@@ -80,8 +86,14 @@ POINTS = [
     {**_train(1536, 1536, 8, targets=("q_proj", "v_proj"), ckpt=True), "held_out": True},
     {"kind": "generate", "model": "smollm2-135m", "rows": 8, "prompt": 512, "new": 32},
     {"kind": "generate", "model": "smollm2-135m", "rows": 2, "prompt": 1536, "new": 64},
+    # bf16 as a bf16 CPU runs it (bf16 base weights, fp32 LoRA and LoRA sums, autocast): the plan's CPU-bf16 terms
+    {**_train(256, 256, 16), "dtype": "bf16"},
+    {**_train(1024, 1024, 32), "dtype": "bf16"},
+    {**_train(2048, 256, 16), "dtype": "bf16"},
+    {**_train(2048, 2048, 16, ckpt=True), "dtype": "bf16"},
+    {"kind": "generate", "model": "smollm2-135m", "rows": 8, "prompt": 512, "new": 32, "rank": 16, "dtype": "bf16"},
 ]
-QUICK = [POINTS[0], POINTS[5]]
+QUICK = [POINTS[0], POINTS[5], POINTS[9]]
 
 
 def measure(point: dict) -> dict:
@@ -102,8 +114,10 @@ def measure(point: dict) -> dict:
 def predict(point: dict, prompt: int | None) -> int:
     from ttt.memory_plan import generation_peak, shape_of, training_peak
     from ttt.models import resolve_model
+    from ttt.settings import SEAL_TARGETS
 
     shape = shape_of(point["model"], resolve_model(point["model"]))
+    dtype = point.get("dtype", "fp32")
     if point["kind"] == "train":
         terms = training_peak(
             shape,
@@ -111,15 +125,17 @@ def predict(point: dict, prompt: int | None) -> int:
             loss_tokens=point["loss_tokens"],
             rank=point["rank"],
             targets=tuple(point["targets"]),
-            dtype="fp32",
+            dtype=dtype,
             grad_checkpointing=point["ckpt"],
             device="cpu",
         )
     else:
         rows, new = point["rows"], point["new"]
+        lora = shape.lora_parameters(point["rank"], SEAL_TARGETS) if "rank" in point else 0
         terms = generation_peak(
-            shape, rows=rows, prompt_tokens=prompt or point["prompt"], new_tokens=new, dtype="fp32", device="cpu"
-        )
+            shape, rows=rows, prompt_tokens=prompt or point["prompt"], new_tokens=new, dtype=dtype, device="cpu",
+            lora=lora,
+        )  # fmt: skip
     return terms.total
 
 
@@ -152,7 +168,7 @@ def table() -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="two points instead of nine")
+    parser.add_argument("--quick", action="store_true", help="three points instead of fourteen")
     parser.add_argument("--table-only", action="store_true", help="only the predicted table (no measurement)")
     args = parser.parse_args()
     if args.table_only:

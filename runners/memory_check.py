@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runners.config import Config
+from ttt import cpu_features
 from ttt.memory_plan import GIB, ModelShape, Terms, generation_peak, gib, shape_of, training_peak
 
 KNOWLEDGE_PROMPT_TOKENS = 1024  # a SQuAD passage and the self-edit prompt stay under this
 GPU_PROFILES_GIB = {"t4": 15.0, "kaggle": 15.0, "l4": 22.0, "a100-40": 40.0, "a100-80": 80.0}
+DEFAULT_GPU_GIB = 15.0  # a GPU profile of the user's own on a machine without one: plan for a T4
+NO_BF16_PROFILES = ("t4", "kaggle")  # Turing GPUs (compute capability 7.5)
 ARC = ("arc_ttt", "arc_seal")
 KNOWLEDGE = ("knowledge_seal", "knowledge_cpt", "knowledge_continual")
 
@@ -26,6 +31,10 @@ class MemoryPlan:
     budget_source: str
     device: str
     advice: str | None  # the change that makes the worst phase fit (None when everything fits)
+    model: str = ""
+    profile: str = ""
+    dtype: str = ""
+    notes: tuple[str, ...] = ()  # things to know that do not change whether it fits
 
     @property
     def worst(self) -> Terms:
@@ -37,12 +46,16 @@ class MemoryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "model": self.model,
+            "profile": self.profile,
+            "dtype": self.dtype,
             "fits": self.fits,
             "budget": self.budget,
             "budget_source": self.budget_source,
             "device": self.device,
             "phases": [t.to_dict() for t in self.phases],
             "advice": self.advice,
+            "notes": list(self.notes),
         }
 
 
@@ -57,22 +70,67 @@ def _device(cfg: Config) -> str:
 def _dtype(cfg: Config, device: str) -> str:
     if cfg.train.dtype != "auto":
         return cfg.train.dtype
-    # `auto` on a CPU with bf16 hardware trains in bf16 (ttt/cpu_features.py); the plan keeps fp32 there: its terms
-    # were fitted to fp32 peaks, and fp32 bounds a bf16 run from above, so a plan that fits stays true on any CPU.
-    return "fp32" if device == "cpu" else "bf16"
+    # what the workers resolve `auto` to: bf16 on a CPU with bf16 matrix hardware (ttt/cpu_features.py, which
+    # honours SEAL_CPU_BF16), else fp32; bf16 on a GPU
+    return cpu_features.auto_dtype() if device == "cpu" else "bf16"
+
+
+def _meminfo_kib(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            return int(next(line for line in meminfo if line.startswith(f"{key}:")).split()[1])
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def local_gpu_gib() -> float | None:
+    """The memory of this machine's first NVIDIA GPU, from nvidia-smi (no torch: `seal plan` runs anywhere)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return int(done.stdout.split()[0]) / 1024  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def _budget(cfg: Config, device: str) -> tuple[int, str]:
     if cfg.run.memory_budget_gib is not None:
         return int(cfg.run.memory_budget_gib * GIB), "run.memory_budget_gib"
     if device == "cuda":
-        return int(GPU_PROFILES_GIB.get(cfg.profile, 15.0) * GIB), f"the {cfg.profile} profile's GPU"
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            total_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
-        return total_kib * 1024, "this machine's memory"
-    except (OSError, StopIteration, ValueError):
+        if cfg.profile in GPU_PROFILES_GIB:
+            return int(GPU_PROFILES_GIB[cfg.profile] * GIB), f"the {cfg.profile} profile's GPU"
+        # a profile of the user's own: the GPU of this machine when it has one, else a T4's, said so
+        found = local_gpu_gib()
+        if found is not None:
+            return int(found * GIB), "this machine's GPU"
+        return int(DEFAULT_GPU_GIB * GIB), (
+            f"assumed for the {cfg.profile} profile: no GPU here; set run.memory_budget_gib to its GPU's memory"
+        )
+    total_kib = _meminfo_kib("MemTotal")
+    if total_kib is None:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "this machine's memory"
+    available_kib = _meminfo_kib("MemAvailable")
+    now = f", {available_kib / 2**20:.1f} GiB available now" if available_kib is not None else ""
+    return total_kib * 1024, f"this machine's memory{now}"
+
+
+def _notes(cfg: Config, device: str, dtype: str) -> tuple[str, ...]:
+    notes = []
+    if cfg.profile in NO_BF16_PROFILES and dtype == "bf16":
+        notes.append(
+            f"the {cfg.profile} profile's GPU (a T4) has no bf16 hardware: bf16 runs emulated, several times slower; "
+            "train.dtype=fp16 is the profile's setting"
+        )
+    if device == "cpu" and dtype == "bf16":
+        notes.append("bf16 on this CPU: weights at 2 bytes, activations and KV cache in fp32 (the fp32 LoRA sums)")
+    return tuple(notes)
 
 
 def phases(cfg: Config, shape: ModelShape, device: str) -> list[Terms]:
@@ -204,12 +262,16 @@ def plan(cfg: Config, model_folder_path: str | None = None) -> MemoryPlan | None
         and cfg.model.spec != "smollm2-135m"
     ):
         raise ValueError(f"model.spec {cfg.model.spec!r} is built on first use: nothing to plan before (it is tiny)")
-    shape = shape_of(cfg.model.spec, folder)
+    spec = cfg.model.spec
+    if folder is None and spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().exists():
+        raise ValueError(f"model.spec {spec!r}: no such folder; name a model folder or a hub id")
+    shape = shape_of(spec, folder)
     device = _device(cfg)
     budget, source = _budget(cfg, device)
     found = phases(cfg, shape, device)
     advice = None if all(t.total <= budget for t in found) else _advice(cfg, shape, device, budget)
-    return MemoryPlan(found, budget, source, device, advice)
+    dtype = _dtype(cfg, device)
+    return MemoryPlan(found, budget, source, device, advice, spec, cfg.profile, dtype, _notes(cfg, device, dtype))
 
 
 def _peak(cfg: Config, shape: ModelShape, device: str) -> int:
@@ -236,17 +298,21 @@ def _advice(cfg: Config, shape: ModelShape, device: str, budget: int) -> str:
     peak = _peak(current, shape, device)
     if peak <= budget:
         return f"{sets} (peak {gib(peak)})"
-    return f"even {sets} leaves a peak of {gib(peak)}: a bigger GPU or a smaller model"
+    bigger = "a bigger GPU" if device == "cuda" else "a machine with more memory"
+    if not changes:
+        return f"no smaller setting lowers the peak of {gib(peak)}: {bigger} or a smaller model"
+    return f"even {sets} leaves a peak of {gib(peak)}: {bigger} or a smaller model"
 
 
 def describe(result: MemoryPlan) -> str:
-    lines = [f"memory budget: {gib(result.budget)} ({result.budget_source}, {result.device})"]
+    lines = [f"memory budget: {gib(result.budget)} ({result.budget_source}; {result.device}, {result.dtype})"]
     for terms in result.phases:
         parts = ", ".join(f"{name} {gib(value)}" for name, value in terms.terms.items())
         mark = "fits" if terms.total <= result.budget else "DOES NOT FIT"
         lines.append(f"  {terms.phase}: {gib(terms.total)} — {mark} ({parts})")
     if result.advice:
         lines.append(f"to fit: {result.advice}")
+    lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
 

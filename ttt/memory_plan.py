@@ -4,6 +4,8 @@ The terms (bytes; L layers, hidden h, intermediate i, vocab V, KV heads × head 
     runtime     the process before any model (CPU: interpreter + torch ≈ 340 MiB) or the CUDA context (≈ 500 MiB)
     autograd    the fixed cost of a training step (engine, optimizer and loss buffers): 160 MiB, measured on CPU
     weights     parameters × bytes per weight (fp32 4, fp16/bf16 2)
+    (bf16 on a CPU: weights at 2 bytes, everything else at fp32's 4: the fp32 LoRA sums keep the residual stream,
+    and so most saved activations and the adapted layers' KV cache, in fp32; an upper bound measured within 12 %)
     LoRA        LoRA parameters × 16 (fp32 weight, gradient, two AdamW moments)
     activations tokens × L × a × bytes per activation: what autograd keeps for backward, per layer and token
                 a = 4h + 3i (norms, attention, the MLP's gate, up and SiLU) plus the input of each LoRA-adapted
@@ -124,7 +126,8 @@ def shape_of(spec: str, folder: str | Path | None = None) -> ModelShape:
         return KNOWN_SHAPES[spec]
     raise ValueError(
         f"model.spec {spec!r}: its config.json is not on this machine and its shape is not in the table "
-        f"({', '.join(sorted(KNOWN_SHAPES))}); download the model first (or plan with run.memory_check=false)"
+        f"({', '.join(sorted(KNOWN_SHAPES))}): download the model first, or run with run.memory_check=false "
+        "(loading the model is then the only check)"
     )
 
 
@@ -147,6 +150,11 @@ def _bytes(dtype: str) -> int:
     return 4 if dtype == "fp32" else 2
 
 
+def _activation_bytes(dtype: str, device: str) -> int:
+    """Bytes per activation and KV value: a CPU's bf16 keeps them in fp32 (ttt/lora.py::keep_lora_sums_fp32)."""
+    return 4 if device == "cpu" else _bytes(dtype)
+
+
 def training_peak(
     shape: ModelShape,
     *,
@@ -161,7 +169,7 @@ def training_peak(
 ) -> Terms:
     """One optimizer step's micro-batch of `tokens` tokens (a packed batch, or the longest single example).
     `tiled_logits`: TRL's fused LM head (behaviour cloning) instead of this project's loss."""
-    width = _bytes(dtype)
+    width = _activation_bytes(dtype, device)
     kept = shape.saved_per_layer(targets)
     per_token = shape.layers * shape.hidden + kept if grad_checkpointing else shape.layers * kept
     return Terms(
@@ -169,7 +177,7 @@ def training_peak(
         {
             "runtime": CUDA_RUNTIME if device == "cuda" else CPU_RUNTIME,
             "autograd": AUTOGRAD,
-            "weights": shape.parameters * width,
+            "weights": shape.parameters * _bytes(dtype),
             "lora": shape.lora_parameters(rank, targets) * 16,
             "activations": tokens * per_token * width,
             "logits": loss_tokens * min(shape.vocab, TRL_LOGIT_TILE) * 4 * 2
@@ -183,13 +191,13 @@ def generation_peak(
     shape: ModelShape, *, rows: int, prompt_tokens: int, new_tokens: int, dtype: str, device: str, lora: int = 0
 ) -> Terms:
     """`rows` sequences decoded together (the generator's batch), `lora` LoRA parameters loaded beside the model."""
-    width = _bytes(dtype)
+    width = _activation_bytes(dtype, device)
     kv = shape.kv_heads * shape.head_dim
     return Terms(
         "generation",
         {
             "runtime": CUDA_RUNTIME if device == "cuda" else CPU_RUNTIME,
-            "weights": shape.parameters * width + lora * 4,
+            "weights": shape.parameters * _bytes(dtype) + lora * 4,
             "kv_cache": 2 * shape.layers * kv * width * rows * (prompt_tokens + new_tokens),
             "prefill": rows * prompt_tokens * (4 * shape.hidden + 2 * shape.intermediate) * width,
             "logits": rows * shape.vocab * 4 * 2,
