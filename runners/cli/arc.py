@@ -29,4 +29,4 @@ def arc_rl(experiment: str, iterations: int | None, **kwargs: object) -> None:
     resumable; a stage whose inputs other chunks still have to record exits with status 75 ("waiting")."""
     if iterations is not None:
         kwargs["overrides"] = (*kwargs.get("overrides", ()), f"seal.iterations={iterations}")  # type: ignore[misc]
-    execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+    execute_run(experiment, command="seal arc rl", pipelines=("arc_seal",), **kwargs)  # type: ignore[arg-type]

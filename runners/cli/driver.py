@@ -137,9 +137,12 @@ def execute_run(
     executor: str | None = None,
     ray_address: str | None = None,
     sync_to: str | None = None,
+    command: str | None = None,
+    pipelines: tuple[str, ...] = (),
 ) -> Path:
     """Load the config, open (or resume) the run directory and run the pipeline's stages for this worker.
 
+    `command` (`seal ttt run`, …) runs only the experiments of its `pipelines`; `seal run` (none given) runs any.
     Exits with EXIT_WAITING (after one line saying what for) when a stage waits for units not recorded yet."""
     from runners.config import identity_changes, identity_hash
     from runners.pipelines import get_pipeline
@@ -159,6 +162,12 @@ def execute_run(
     if sync_to:
         overrides = (*overrides, f"run.sync_to={sync_to}")
     cfg = load_cli_config(experiment, profile, overrides)
+    if pipelines and cfg.pipeline not in pipelines:
+        name = cfg.experiment if experiment is None else experiment
+        raise UserError(
+            f"experiment {name!r} runs the {cfg.pipeline} pipeline, not `{command}`'s "
+            f"({', '.join(pipelines)}): run it with `seal run {name}`"
+        )
     try:
         selection = Selection(
             only=tuple(u for item in only for u in item.split(",") if u),

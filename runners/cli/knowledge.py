@@ -29,7 +29,7 @@ def knowledge_rl(experiment: str, iterations: int | None, **kwargs: object) -> N
     elsewhere (`seal grade BUNDLE --judge …`) and imported (`seal grade import RUN_DIR GRADES_DIR`)."""
     if iterations is not None:
         kwargs["overrides"] = (*kwargs.get("overrides", ()), f"seal.iterations={iterations}")  # type: ignore[misc]
-    execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+    execute_run(experiment, command="seal knowledge rl", pipelines=("knowledge_seal",), **kwargs)  # type: ignore[arg-type]
 
 
 @knowledge.command("cpt")
@@ -38,7 +38,7 @@ def knowledge_rl(experiment: str, iterations: int | None, **kwargs: object) -> N
 def knowledge_cpt(experiment: str, **kwargs: object) -> None:
     """Continued pretraining: the self-edits of N passages in one LoRA update, then every question answered
     (default configs/experiments/knowledge_cpt.yaml). Resumable per phase."""
-    execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+    execute_run(experiment, command="seal knowledge cpt", pipelines=("knowledge_cpt",), **kwargs)  # type: ignore[arg-type]
 
 
 @knowledge.command("continual")
@@ -47,4 +47,4 @@ def knowledge_cpt(experiment: str, **kwargs: object) -> None:
 def knowledge_continual(experiment: str, **kwargs: object) -> None:
     """Continual self-edits: K passages in sequence, each update folded into the weights, every passage seen so
     far re-asked; writes the (K+1)xK matrix as JSON and a heatmap PNG (default knowledge_continual.yaml)."""
-    execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+    execute_run(experiment, command="seal knowledge continual", pipelines=("knowledge_continual",), **kwargs)  # type: ignore[arg-type]

@@ -20,4 +20,4 @@ def ttt_run(experiment: str, **kwargs: object) -> None:
 
     EXPERIMENT defaults to configs/experiments/arc_ttt_oracle.yaml; each task is one resumable unit.
     """
-    execute_run(experiment, **kwargs)  # type: ignore[arg-type]
+    execute_run(experiment, command="seal ttt run", pipelines=("arc_ttt",), **kwargs)  # type: ignore[arg-type]
