@@ -254,9 +254,30 @@ def summarize(cfg: Config, store: RunStore) -> str:
             f"{r.get('train', {}).get('steps', 0)} | {rec.seconds:.1f} |"
         )
     total = f"solved {solved}/{scored} tasks (pass@2, a task counts when all its tests are solved)"
-    text = "\n".join([f"ARC oracle TTT — {cfg.model.spec}, profile {cfg.profile}", "", *rows, "", total])
+    notes = untrained_notes(cfg, {task_id: rec.result for task_id, rec in records.items() if rec.status == "ok"})
+    text = "\n".join([f"ARC oracle TTT — {cfg.model.spec}, profile {cfg.profile}", "", *rows, "", total, *notes])
     (store.report_dir() / "arc_ttt.md").write_text(text + "\n", encoding="utf-8")
     return text + f"\nresults: {store.root / 'stages' / STAGE / 'journal.jsonl'}"
+
+
+def untrained_notes(cfg: Config, results: dict[str, dict[str, Any]]) -> list[str]:
+    """A note for the tasks whose TTT trained on no example: their answers are the base model's, which a table of
+    0 train steps alone does not tell (a tokenizer that renders grids long makes every example over the budget)."""
+    over = sorted(t for t, r in results.items() if r.get("data", {}).get("candidates") and not r["data"].get("kept"))
+    none = sorted(t for t, r in results.items() if r.get("data", {}).get("candidates") == 0)
+    notes = []
+    if over:
+        notes.append(
+            f"note: {len(over)} task(s) trained on nothing ({', '.join(over[:5])}{', …' if len(over) > 5 else ''}): "
+            f"every TTT example was {cfg.ttt_data.max_tokens} tokens or longer; raise ttt_data.max_tokens "
+            "(and train.max_len), or use fewer demonstrations per example (ttt_data.leave_n)"
+        )
+    if none:
+        notes.append(
+            f"note: {len(none)} task(s) had no TTT example ({', '.join(none[:5])}{', …' if len(none) > 5 else ''}): "
+            f"too few demonstrations for ttt_data.leave_n={list(cfg.ttt_data.leave_n)}"
+        )
+    return notes
 
 
 def export_items(cfg: Config, store: RunStore) -> list[dict[str, Any]]:

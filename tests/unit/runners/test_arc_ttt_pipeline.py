@@ -238,3 +238,14 @@ def test_hidden_test_outputs_are_unknown_in_the_table_and_export_writes_nothing(
     exported = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "bundle.jsonl")])
     assert exported.exit_code != 0 and "no gradable items, nothing written" in exported.output
     assert not (tmp_path / "bundle.jsonl").exists()
+
+
+def test_a_task_that_trained_on_nothing_is_named_in_the_summary(tmp_path: Path) -> None:
+    # 64 tokens: every TTT example of these tasks renders longer, so each task keeps none and trains 0 steps
+    result = _run(tmp_path / "run", "--set", "ttt_data.max_tokens=64", "--limit", "1")
+    assert result.exit_code == 0, result.output
+    (record,) = RunStore.open(tmp_path / "run").records("ttt").values()
+    assert record.result["data"]["kept"] == 0 and record.result["data"]["candidates"] > 0
+    assert "note: 1 task(s) trained on nothing (66e6c45b)" in result.output
+    assert "raise ttt_data.max_tokens" in result.output
+    assert "trained on nothing" not in _run(tmp_path / "other", "--limit", "1").output
