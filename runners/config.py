@@ -394,6 +394,11 @@ def _yaml_file(kind: str, name: str) -> Path:
         return path
     existing = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
     hint = f"; available: {', '.join(existing)}" if existing else f" (folder {folder} has no YAML files)"
+    if direct.is_file():  # only a .yaml/.yml name is read as a path; any other name is looked up in the folder
+        raise ConfigError(
+            f"{direct} exists, but {kind[:-1]} configs are .yaml or .yml files: rename it to "
+            f"{direct.name}.yaml, or name a config in {folder}{hint}"
+        )
     near = difflib.get_close_matches(name, existing, n=1)
     did_you_mean = f"; did you mean '{near[0]}'?" if near else ""
     raise ConfigError(f"no {kind[:-1]} config '{name}': {path} does not exist{did_you_mean}{hint}")
