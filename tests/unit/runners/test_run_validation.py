@@ -129,3 +129,18 @@ def test_plan_refuses_a_value_out_of_range_instead_of_planning_it(bad: str) -> N
     result = CliRunner().invoke(main, ["plan", "arc_ttt_oracle", "--profile", "cpu", "--set", bad])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"config key '{bad.split('=')[0]}'" in result.output and "GiB" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--limit", "-1"], "--limit -1: must be ≥ 0"), (["--only", "nosuchunit"], "unknown unit id(s) nosuchunit")],
+)
+def test_a_bad_run_option_is_refused_before_the_run_directory_is_touched(
+    tmp_path: Path, option: list[str], message: str
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["selftest", "--run-dir", str(run_dir), "--no-progress", "--set", "selftest.units=3"]
+    refused = CliRunner().invoke(main, [*args, *option])
+    assert refused.exit_code == 1 and message in refused.output and "Traceback" not in refused.output
+    assert not run_dir.exists(), "a refused option left a run directory behind"
+    assert CliRunner().invoke(main, [*args, "--only", "u00001"]).exit_code == 0  # a known unit still runs
