@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -34,9 +35,30 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the person who has to fix it."""
 
 
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    min_items: int = 0,
+) -> Any:
+    """A numeric config field with a range, checked when the config is built: `ge`/`gt` an inclusive/exclusive
+    minimum, `le`/`lt` an inclusive/exclusive maximum. On a tuple the range applies to each item, and `min_items`
+    is its least length. None (in an optional field) is never out of range."""
+    bounds = {"min": ge, "gt": gt, "max": le, "lt": lt, "min_items": min_items or None}
+    return field(default=default, metadata={k: v for k, v in bounds.items() if v is not None})
+
+
 def at_least(minimum: float, default: Any) -> Any:
     """A numeric config field that refuses values below `minimum` (checked when the config is built)."""
-    return field(default=default, metadata={"min": minimum})
+    return bounded(default, ge=minimum)
+
+
+def span(default: tuple[int, int] | None) -> Any:
+    """A `[start, end)` slice of passages: two integers with 0 <= start < end (checked when the config is built)."""
+    return field(default=default, metadata={"span": True})
 
 
 class _Loader(yaml.SafeLoader):
@@ -70,29 +92,31 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    rank: int = _LORA.rank
-    alpha: int = int(_LORA.alpha)
-    dropout: float = _LORA.dropout
-    targets: tuple[str, ...] = _LORA.targets
+    rank: int = at_least(1, _LORA.rank)
+    alpha: int = at_least(1, int(_LORA.alpha))
+    dropout: float = bounded(_LORA.dropout, ge=0, lt=1)
+    targets: tuple[str, ...] = bounded(_LORA.targets, min_items=1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The inner loop's training settings (`ttt.settings.TrainSettings`) under their config names."""
 
-    learning_rate: float = _TRAIN.lr
-    epochs: int = _TRAIN.epochs
-    batch_size: int = _TRAIN.batch_size
-    grad_accum: int = _TRAIN.grad_accum
-    warmup_steps: int = _TRAIN.warmup_steps
+    learning_rate: float = bounded(_TRAIN.lr, gt=0)
+    epochs: int = at_least(0, _TRAIN.epochs)  # 0: no training, what SEAL's step cap also gives
+    batch_size: int = at_least(1, _TRAIN.batch_size)
+    grad_accum: int = at_least(1, _TRAIN.grad_accum)
+    warmup_steps: int = at_least(0, _TRAIN.warmup_steps)
     schedule: Literal["cosine", "linear", "constant"] = _TRAIN.lr_schedule  # type: ignore[assignment]
-    max_steps_cap: int | None = _TRAIN.max_steps_cap  # SEAL: more optimizer steps than this → the update is skipped
-    weight_decay: float = _TRAIN.weight_decay
+    # SEAL: more optimizer steps than this → the update is skipped
+    max_steps_cap: int | None = at_least(0, _TRAIN.max_steps_cap)
+    weight_decay: float = at_least(0, _TRAIN.weight_decay)
     grad_checkpointing: bool = _TRAIN.grad_checkpointing
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = _TRAIN.dtype  # type: ignore[assignment]
-    max_len: int = _TRAIN.max_len  # tokens per training example
+    max_len: int = at_least(2, _TRAIN.max_len)  # tokens per training example
     loss: Literal["output_tokens", "all_tokens"] = "output_tokens"
-    max_grad_norm: float | None = _TRAIN.max_grad_norm  # HF Trainer's default, which SEAL inherits; null: no clipping
+    # HF Trainer's default, which SEAL inherits; null: no clipping
+    max_grad_norm: float | None = bounded(_TRAIN.max_grad_norm, gt=0)
     packing: Literal["auto", "packed", "sequential"] = _TRAIN.packing  # type: ignore[assignment]
 
 
@@ -107,35 +131,36 @@ class ArcConfig:
 
 @dataclass(frozen=True)
 class TttDataConfig:
-    leave_n: tuple[int, ...] = (1, 2)
+    leave_n: tuple[int, ...] = bounded((1, 2), ge=1, min_items=1)
     basic: bool = True
     size: bool = True
     chain: bool = True
     repeat: bool = True
-    permute_n: int = 1
-    nmax: int = 250
-    max_tokens: int = 8192
+    permute_n: int = at_least(0, 1)
+    nmax: int = at_least(1, 250)
+    max_tokens: int = at_least(1, 8192)
     grid_format: Literal["nested", "numpy", "digits"] = "nested"  # numpy: SEAL's literal str(np.array) text
     demo_placement: Literal["user", "system"] = "user"  # system: SEAL's exact layout (demos in the system turn)
     keep_zero_color: bool = True
-    fixed_seed: int | None = None  # None: a seed per unit; 0 reproduces SEAL's one seed for every task
+    fixed_seed: int | None = at_least(0, None)  # None: a seed per unit; 0 reproduces SEAL's one seed for every task
 
 
 @dataclass(frozen=True)
 class InferConfig:
-    max_new_tokens: int = 1024
-    leave_out: tuple[int, ...] = (1,)  # demo subsets: leave this many demos out of each query
-    permutations_per_subset: int = 2
-    queries_per_transform: int = 1
+    max_new_tokens: int = at_least(1, 1024)
+    # demo subsets: leave this many demos out of each query
+    leave_out: tuple[int, ...] = bounded((1,), ge=0, min_items=1)
+    permutations_per_subset: int = at_least(0, 2)
+    queries_per_transform: int = at_least(0, 1)
     transforms: tuple[str, ...] = ("transpose", "flip0", "flip1", "rot90", "rot180")
     vote: Literal["hierarchical", "majority"] = "hierarchical"
-    batch_size: int = 16  # prompts per generate call
-    max_tokens: int = 8192  # prompt + gold output budget per view
+    batch_size: int = at_least(1, 16)  # prompts per generate call
+    max_tokens: int = at_least(1, 8192)  # prompt + gold output budget per view
     # hf: generate in process with the adapter in memory. vllm (GPU only): one engine beside the training model;
     # each task's adapter is saved and sent as a LoRA request. dtype and max_lora_rank follow train.dtype and
     # lora.rank; the engine takes this share of GPU memory, the rest stays for training.
     backend: Literal["hf", "vllm"] = "hf"
-    vllm_gpu_memory_utilization: float = 0.45
+    vllm_gpu_memory_utilization: float = bounded(0.45, gt=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -156,10 +181,11 @@ class SealConfig:
     iterations: int = at_least(1, 1)
     evaluate_final: bool = True  # also sample and evaluate self-edits of the last iteration's model
     self_edits: int = at_least(1, 5)  # k per group (SEAL: 15 on the ARC training subset, 5 on evaluation)
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    max_attempts: int | None = None  # samples drawn per group at most; None: 3 x self_edits (SEAL: unbounded)
+    temperature: float = bounded(0.8, gt=0)  # self-edits are sampled: greedy decoding gives k identical ones
+    top_p: float = bounded(1.0, gt=0, le=1)
+    max_new_tokens: int = at_least(1, 128)
+    # samples drawn per group at most; None: 3 x self_edits (SEAL: unbounded)
+    max_attempts: int | None = at_least(1, None)
     dedupe: bool = False  # a self-edit identical to an earlier one of its group is rejected as a duplicate
     # free: sample the reply as text and parse it (SEAL). template: the domain's reply skeleton is written for the
     # model and it samples each value (seal/structured.py): what lets a 135M model write usable self-edits.
@@ -177,15 +203,16 @@ class RestemConfig:
     """Behaviour cloning on the selected self-edits (SEAL ARC §A7). dtype and checkpointing come from `train`."""
 
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(rank=16, alpha=16))
-    learning_rate: float = 5e-5
-    epochs: int = 8
-    batch_size: int = 5
-    grad_accum: int = 1
-    warmup_steps: int = 0
+    learning_rate: float = bounded(5e-5, gt=0)
+    epochs: int = at_least(1, 8)
+    batch_size: int = at_least(1, 5)
+    grad_accum: int = at_least(1, 1)
+    warmup_steps: int = at_least(0, 0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    max_len: int = 8192  # longer rows are dropped and counted
-    save_overhead: float = 0.10  # checkpoints are spaced so that saving costs at most this share of training
-    save_every_steps: int | None = None  # a fixed checkpoint interval instead (tests, benchmarks)
+    max_len: int = at_least(2, 8192)  # longer rows are dropped and counted
+    # checkpoints are spaced so that saving costs at most this share of training
+    save_overhead: float = bounded(0.10, gt=0, lt=1)
+    save_every_steps: int | None = at_least(1, None)  # a fixed checkpoint interval instead (tests, benchmarks)
 
 
 @dataclass(frozen=True)
@@ -202,13 +229,13 @@ class PassageTrainConfig:
     """The knowledge inner loop's optimizer settings (SEAL §B4: 10 epochs, lr 1e-3, batch 1, linear, no warmup, none
     of ARC's step cap). dtype, checkpointing and the length limit come from `train` (the platform profile)."""
 
-    learning_rate: float = 1e-3
-    epochs: int = 10
-    batch_size: int = 1
-    grad_accum: int = 1
-    warmup_steps: int = 0
+    learning_rate: float = bounded(1e-3, gt=0)
+    epochs: int = at_least(0, 10)  # 0: no update, as TrainSettings allows
+    batch_size: int = at_least(1, 1)
+    grad_accum: int = at_least(1, 1)
+    warmup_steps: int = at_least(0, 0)
     schedule: Literal["cosine", "linear", "constant"] = "linear"
-    max_grad_norm: float | None = 1.0  # HF Trainer's default, which SEAL inherits
+    max_grad_norm: float | None = bounded(1.0, gt=0)  # HF Trainer's default, which SEAL inherits
 
 
 @dataclass(frozen=True)
@@ -218,12 +245,12 @@ class KnowledgeConfig:
     # A JSON file in SEAL's SQuAD layout, a folder holding passages.json, or `hub:<dataset>[:<split>]` (SQuAD by
     # paragraph through `datasets`, when a hub answers). Relative paths: from the working directory, then the repo.
     source: str = "data/knowledge"
-    shuffle_seed: int | None = 42  # SEAL's subset rule: shuffle with seed 42, then slice; null: file order
-    train_passages: tuple[int, ...] = (200, 250)  # [start, end) of the shuffled passages RL iteration 0 trains on
+    shuffle_seed: int | None = at_least(0, 42)  # SEAL's subset rule: shuffle with seed 42, then slice; null: file order
+    train_passages: tuple[int, ...] = span((200, 250))  # [start, end) of the shuffled passages RL iteration 0 trains on
     new_train_each_iteration: bool = True  # iteration i trains on the slice shifted by i x its length (SEAL)
     # [start, end) of the shuffled passages the final model and the controls are evaluated on (SEAL: the first 200);
     # null: the training passages
-    eval_passages: tuple[int, ...] | None = (0, 200)
+    eval_passages: tuple[int, ...] | None = span((0, 200))
     prompt: Literal["implications", "implications-long", "implications-very-long", "rewrite", "self-qa"] = (
         "implications"
     )
@@ -232,7 +259,7 @@ class KnowledgeConfig:
     split_newlines: bool = True  # one training sequence per line / question-answer pair (SEAL)
     loss_start: str | None = None  # null: loss on the whole sequence; else only after this substring
     rounds: int = at_least(1, 3)  # independent TTT rounds per self-edit, rewards averaged (SEAL ranking: 3)
-    answer_max_new_tokens: int = 64
+    answer_max_new_tokens: int = at_least(1, 64)
     # What makes an answer correct: the judge, or a deterministic metric; auto: the judge when one is configured,
     # else `contains` (the gold answer appears in the answer, normalised).
     correct: Literal["auto", "judge", "contains", "em"] = "auto"
@@ -260,7 +287,7 @@ class JudgeConfig:
     host: str | None = None  # Ollama host; null: $OLLAMA_HOST or http://127.0.0.1:11434
     rubric: str = "seal-yesno"
     concurrency: int = at_least(1, 1)
-    timeout_s: float = 120.0
+    timeout_s: float = bounded(120.0, gt=0)
     retries: int = at_least(1, 5)
 
 
@@ -268,8 +295,8 @@ class JudgeConfig:
 class CptConfig:
     """Continued pretraining on many passages (seal-reference §B7): every passage's sequences in one update."""
 
-    passages: tuple[int, ...] = (0, 200)  # [start, end) of the shuffled passages
-    self_edits: int = 1  # completions per passage whose sequences go into the update (SEAL: k)
+    passages: tuple[int, ...] = span((0, 200))  # [start, end) of the shuffled passages
+    self_edits: int = at_least(1, 1)  # completions per passage whose sequences go into the update (SEAL: k)
     lora: LoraConfig = field(
         default_factory=lambda: LoraConfig(rank=32, alpha=64, dropout=0.0, targets=("q_proj", "v_proj"))
     )
@@ -280,20 +307,21 @@ class CptConfig:
 class ContinualConfig:
     """Continual self-edits (seal-reference §B8): K passages in sequence, each update folded into the weights."""
 
-    passages_per_sequence: int = 8  # K
-    sequences: int = 5  # independent sequences (runs) averaged into the matrix
-    start: int = 0  # first shuffled passage used; sequence r takes [start + r*K, start + (r+1)*K)
+    passages_per_sequence: int = at_least(1, 8)  # K
+    sequences: int = at_least(1, 5)  # independent sequences (runs) averaged into the matrix
+    start: int = at_least(0, 0)  # first shuffled passage used; sequence r takes [start + r*K, start + (r+1)*K)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0
+    seed: int = at_least(0, 0)
     keep_adapters: bool = False
-    claim_timeout_s: float = 900.0  # a claim whose heartbeat is older than this is taken over
+    claim_timeout_s: float = bounded(900.0, gt=0)  # a claim whose heartbeat is older than this is taken over
     # A unit that runs out of memory is retried this many times, each time smaller (batch, then context).
     oom_retries: int = at_least(0, 3)
     memory_check: bool = True  # refuse to start a run whose memory plan (`seal plan`) does not fit
-    memory_budget_gib: float | None = None  # None: the profile's GPU (t4 15, l4 22, a100 40/80) or this machine's RAM
+    # None: the profile's GPU (t4 15, l4 22, a100 40/80) or this machine's RAM
+    memory_budget_gib: float | None = bounded(None, gt=0)
     # Where units run (none of these change a result): `local` in this process, or `ray` as tasks of Ray actors,
     # one actor per concurrent slot (runners/ray_executor.py). `ray_address`: an existing cluster ("auto",
     # "HOST:PORT"); None starts a local instance that lives as long as the command.
@@ -366,6 +394,11 @@ def _yaml_file(kind: str, name: str) -> Path:
         return path
     existing = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
     hint = f"; available: {', '.join(existing)}" if existing else f" (folder {folder} has no YAML files)"
+    if direct.is_file():  # only a .yaml/.yml name is read as a path; any other name is looked up in the folder
+        raise ConfigError(
+            f"{direct} exists, but {kind[:-1]} configs are .yaml or .yml files: rename it to "
+            f"{direct.name}.yaml, or name a config in {folder}{hint}"
+        )
     near = difflib.get_close_matches(name, existing, n=1)
     did_you_mean = f"; did you mean '{near[0]}'?" if near else ""
     raise ConfigError(f"no {kind[:-1]} config '{name}': {path} does not exist{did_you_mean}{hint}")
@@ -517,10 +550,35 @@ def _build(cls: type, data: Any, prefix: str, base: Any = None) -> Any:
             kwargs[name] = _build(tp, data[name], f"{prefix}{name}.", base=parent if isinstance(parent, tp) else None)
         else:
             kwargs[name] = _coerce(tp, data[name], f"{prefix}{name}")
-            minimum = fields[name].metadata.get("min")
-            if minimum is not None and kwargs[name] is not None and kwargs[name] < minimum:
-                raise ConfigError(f"config key '{prefix}{name}': {kwargs[name]!r} is below its minimum, {minimum}")
+            _check_bounds(f"{prefix}{name}", kwargs[name], fields[name].metadata)
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _check_bounds(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    """The range that `bounded`, `at_least` and `span` put in a field's metadata; None is never out of range."""
+    if isinstance(value, float) and not math.isfinite(value):  # `.nan`, `.inf`: NaN passes every comparison
+        raise ConfigError(f"config key '{key}': {value!r} is not a finite number; give a finite float")
+    if value is None or not meta:
+        return
+    if meta.get("span"):
+        if len(value) != 2 or not 0 <= value[0] < value[1]:
+            raise ConfigError(f"config key '{key}': expected [start, end) with 0 <= start < end, got {list(value)}")
+        return
+    if isinstance(value, tuple):
+        least = meta.get("min_items", 0)
+        if len(value) < least:
+            raise ConfigError(f"config key '{key}': needs at least {least} item(s), got {list(value)}")
+        for i, item in enumerate(value):
+            _check_bounds(f"{key}[{i}]", item, {k: v for k, v in meta.items() if k != "min_items"})
+        return
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"config key '{key}': {value!r} is below its minimum, {meta['min']}")
+    if "gt" in meta and not value > meta["gt"]:
+        raise ConfigError(f"config key '{key}': {value!r} is not above its minimum, {meta['gt']} (it must be greater)")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"config key '{key}': {value!r} is above its maximum, {meta['max']}")
+    if "lt" in meta and not value < meta["lt"]:
+        raise ConfigError(f"config key '{key}': {value!r} is not below its maximum, {meta['lt']} (it must be less)")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runners.barrier import Waiting, check_barrier, check_needs
-from runners.chunks import Chunk, ClaimBoard, check_only, select_units, worker_identity
+from runners.chunks import Chunk, ClaimBoard, SelectionError, check_only, select_units, worker_identity
 from runners.names import check_stage_name, check_unit_ids
 from runners.store import DONE_STATUSES, RunStore, Status, UnitRecord
 from runners.units import read_frozen_units, resolve_units
@@ -74,6 +74,11 @@ class Selection:
     only: tuple[str, ...] = ()
     limit: int | None = None
     chunk: Chunk | None = None
+
+    def __post_init__(self) -> None:
+        # Checked when the options are read, before a run directory is touched (as Chunk.parse does for --chunk).
+        if self.limit is not None and self.limit < 0:
+            raise SelectionError(f"--limit {self.limit}: must be ≥ 0")
 
 
 class Executor(Protocol):
@@ -305,6 +310,18 @@ def _progress_bar(stage: str, total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, desc=f"stage {stage}", unit="unit", dynamic_ncols=True, leave=True)
 
 
+def check_selection(store: RunStore, stages: Sequence[StageSpec], selection: Selection) -> dict[str, set[str] | None]:
+    """Check --only against every stage whose units are known now (static, or frozen by an earlier session) and
+    return those groups (None: a stage computed later). Reads only, so the driver calls it before the manifest."""
+    groups: dict[str, set[str] | None] = {}
+    for spec in stages:
+        if not spec.single:
+            known = spec.units if not callable(spec.units) else read_frozen_units(store, spec.name)
+            groups[spec.name] = _groups(spec, known) if known is not None else None
+    check_only(selection.only, groups)
+    return groups
+
+
 def run_pipeline(
     store: RunStore,
     stages: Sequence[StageSpec],
@@ -323,13 +340,7 @@ def run_pipeline(
     stages = list(stages)
     check_needs(stages)
     specs = {spec.name: spec for spec in stages}
-    # --only names are checked against every stage whose units are known (static or frozen), see check_only.
-    groups: dict[str, set[str] | None] = {}
-    for spec in stages:
-        if not spec.single:
-            known = spec.units if not callable(spec.units) else read_frozen_units(store, spec.name)
-            groups[spec.name] = _groups(spec, known) if known is not None else None
-    check_only(selection.only, groups)
+    groups = check_selection(store, stages, selection)
     units: dict[str, list[str]] = {}
     summaries: list[StageSummary] = []
     worker = worker_identity()

@@ -147,7 +147,7 @@ def execute_run(
     from runners.config import identity_changes, identity_hash
     from runners.pipelines import get_pipeline
     from runners.platform import default_runs_root
-    from runners.stage import Selection, run_pipeline
+    from runners.stage import Selection, check_selection, run_pipeline
     from runners.store import RunStore
 
     if not progress:
@@ -191,7 +191,9 @@ def execute_run(
         # Before the manifest is written: a config that cannot run must not become the run's recorded config.
         stages = pipeline.stages(cfg, store)
         data = pipeline.data_identity(cfg) if hasattr(pipeline, "data_identity") else None
-    except (ConfigError, InvalidNameError) as exc:
+        # --only names of the stages known now; names of stages computed later are checked when they start.
+        check_selection(store, stages, selection)
+    except (ConfigError, InvalidNameError, SelectionError, RunStoreError) as exc:
         store.close()
         raise UserError(str(exc)) from None
     from runners.memory_check import check_before_start

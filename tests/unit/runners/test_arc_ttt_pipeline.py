@@ -40,8 +40,9 @@ def _run(run_dir: Path, *extra: str) -> Any:
         ("arc.task_ids=[00000000]", ("arc:", "00000000")),
         ("arc.task_ids=[007bbfb7]", ("arc:", "007bbfb7", "training split")),  # a training task, split evaluation
         ("infer.transforms=[rot45]", ("infer:", "rot45")),
-        ("ttt_data.leave_n=[0]", ("ttt_data:", "leave_n")),
-        ("train.batch_size=0", ("train:", "batch_size")),
+        # ranges are the schema's: refused while the config is built, under the full key
+        ("ttt_data.leave_n=[0]", ("config key 'ttt_data.leave_n[0]'", "below its minimum, 1")),
+        ("train.batch_size=0", ("config key 'train.batch_size'", "below its minimum, 1")),
     ],
 )
 def test_what_the_loop_would_reject_stops_the_command_before_the_run_records_its_config(

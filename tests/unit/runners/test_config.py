@@ -77,6 +77,17 @@ def test_yaml_path_and_bad_yaml(tmp_path: Path) -> None:
         load_config(str(bad), None)
 
 
+def test_an_existing_file_without_the_yaml_suffix_is_named_as_such(tmp_path: Path) -> None:
+    plain = tmp_path / "afile"
+    plain.write_text("pipeline: selftest\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(plain), None)
+    message = str(err.value)
+    assert f"{plain} exists" in message and ".yaml or .yml" in message and "afile.yaml" in message
+    assert "does not exist" not in message and "selftest" in message  # what exists is still listed
+    assert load_config("selftest", None).pipeline == "selftest"  # names without a suffix still resolve in configs/
+
+
 def test_hash_is_canonical_and_sensitive() -> None:
     a = build_config({"train": {"epochs": 3}, "lora": {"rank": 8}})
     b = build_config({"lora": {"rank": 8}, "train": {"epochs": 3}})

@@ -1,11 +1,13 @@
-"""What `seal run` checks before a run directory gets its manifest: the model spec (a refused command leaves no
-directory behind, so the corrected one starts cleanly) and, on resume, the data the pipeline reads."""
+"""What `seal run` checks before a run directory gets its manifest: the model spec, config values out of range and
+the run options (a refused command leaves no directory behind, so the corrected one starts cleanly) and, on resume,
+the data the pipeline reads."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from runners.cli import main
@@ -97,3 +99,48 @@ def test_a_run_whose_every_unit_failed_takes_the_corrected_config(tmp_path: Path
     assert manifest["config"]["model"]["spec"] == "tiny:1" and manifest["config"]["train"]["epochs"] == 3
     last = json.loads((run_dir / "sessions.jsonl").read_text().splitlines()[-1])
     assert any(line.startswith("train.epochs") for line in last["replaced_unused_config"])
+
+
+@pytest.mark.parametrize("bad", ["lora.rank=0", "infer.batch_size=0", "infer.max_new_tokens=0"])
+def test_a_value_out_of_range_is_refused_before_the_run_directory_and_the_fixed_command_runs(
+    tmp_path: Path, bad: str
+) -> None:
+    run_dir = tmp_path / "run"
+    refused = _ttt(run_dir, "model.spec=tiny", "arc.task_ids=[66e6c45b]", bad)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert f"config key '{bad.split('=')[0]}': 0 is below its minimum, 1" in refused.output
+    assert not run_dir.exists(), "a refused command left a run directory behind"
+    fixed = _ttt(run_dir, "model.spec=tiny", "arc.task_ids=[66e6c45b]")  # not refused as a config change
+    assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.parametrize("bad", ["knowledge.lora.rank=0", "restem.batch_size=0", "knowledge.train.learning_rate=0"])
+def test_a_knowledge_value_out_of_range_is_refused_before_any_stage_runs(tmp_path: Path, bad: str) -> None:
+    run_dir = tmp_path / "run"
+    args = ["knowledge", "rl", "demo", "--run-dir", str(run_dir), "--profile", "cpu", "--no-progress"]
+    refused = CliRunner().invoke(main, [*args, "--set", "model.spec=tiny", "--set", bad])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert f"config key '{bad.split('=')[0]}'" in refused.output and "run again" not in refused.output
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("bad", ["train.max_len=-5", "lora.rank=-1", "infer.batch_size=0", "run.memory_budget_gib=-1"])
+def test_plan_refuses_a_value_out_of_range_instead_of_planning_it(bad: str) -> None:
+    result = CliRunner().invoke(main, ["plan", "arc_ttt_oracle", "--profile", "cpu", "--set", bad])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"config key '{bad.split('=')[0]}'" in result.output and "GiB" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--limit", "-1"], "--limit -1: must be ≥ 0"), (["--only", "nosuchunit"], "unknown unit id(s) nosuchunit")],
+)
+def test_a_bad_run_option_is_refused_before_the_run_directory_is_touched(
+    tmp_path: Path, option: list[str], message: str
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["selftest", "--run-dir", str(run_dir), "--no-progress", "--set", "selftest.units=3"]
+    refused = CliRunner().invoke(main, [*args, *option])
+    assert refused.exit_code == 1 and message in refused.output and "Traceback" not in refused.output
+    assert not run_dir.exists(), "a refused option left a run directory behind"
+    assert CliRunner().invoke(main, [*args, "--only", "u00001"]).exit_code == 0  # a known unit still runs
