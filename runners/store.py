@@ -410,6 +410,22 @@ class RunStore:
         identity rule, see `runners.config.identity_changes`); none means resume. Without it every differing key
         counts. `data_identity` (name -> content hash) is recorded; a resume whose data differs is refused too.
         `allow_config_change` overrides both refusals; what changed is logged and written to sessions.jsonl."""
+        manifest = self._start(config, config_hash, allow_config_change, session, data_identity, config_changes)
+        if self.remote is not None:
+            # Remembered now, not on the first successful push: a run whose remote is down from the start still
+            # knows where it syncs, so `seal push RUN_DIR` and a resume without --sync-to finish the job.
+            self.remote.remember_url()
+        return manifest
+
+    def _start(
+        self,
+        config: dict[str, Any],
+        config_hash: str,
+        allow_config_change: bool,
+        session: dict[str, Any] | None,
+        data_identity: dict[str, str] | None,
+        config_changes: Callable[[dict[str, Any]], list[str]] | None,
+    ) -> dict[str, Any]:
         from runners.provenance import collect_provenance
 
         existing = self.read_manifest()
