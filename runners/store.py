@@ -355,7 +355,7 @@ class RunStore:
     def _open_synced(cls, root: Path, url: str, *, must_reach: bool) -> RunStore:
         """Attach the remote copy and pull what other machines pushed. An unreachable remote is a warning (the
         pushes are retried), unless nothing local exists to work on."""
-        from runners.sync import RunSync, SyncError, normalize_target, recorded_url
+        from runners.sync import RunSync, SyncError, normalize_target, permanent_failure, recorded_url
 
         target = normalize_target(url)
         recorded = recorded_url(root)
@@ -371,6 +371,9 @@ class RunStore:
         except SyncError:
             raise
         except Exception as exc:
+            problem = permanent_failure(exc)
+            if problem is not None:  # a target that can never work is refused before anything is written
+                raise SyncError(f"cannot sync to {target}: {problem}") from None
             if must_reach and not store.manifest_path.exists():
                 raise SyncError(
                     f"{target}: cannot read it ({type(exc).__name__}: {exc}); check the address and credentials "
@@ -574,6 +577,12 @@ class RunStore:
             journal.close()
         if self.remote is not None and not self.remote.close(sync_wait_s):
             left = self.remote.pending()
+            if self.remote.permanent:  # running the command again would fail the same way
+                log.warning(
+                    "%d changes are not in %s: %s; they are safe in %s: fix that, then `seal push %s`",
+                    len(left), self.remote.url, self.remote.last_error, self.root, self.root,
+                )  # fmt: skip
+                return
             log.warning(
                 "%d changes are not in %s yet (%s); they are safe in %s: run the same command again, or "
                 "`seal push %s`, to finish pushing",

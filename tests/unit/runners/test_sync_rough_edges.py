@@ -81,3 +81,75 @@ def test_the_url_is_recorded_at_start_before_any_push(tmp_path: Path) -> None:
     assert not (tmp_path / "drive").exists()  # recorded locally; nothing was pushed yet
 
 
+# -- 3. permanent failures are one line saying what to fix -----------------------------------------------------
+
+
+def test_a_sync_target_under_a_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    refused = _seal(["selftest", "--run-dir", "r", "--sync-to", str(tmp_path / "afile" / "sub"), *SELFTEST], tmp_path)
+    line = _one_line(refused)
+    assert f"{tmp_path / 'afile'} is a file, where a folder is needed" in line and "retried" not in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_pull_from_a_file_or_without_credentials_says_what_to_fix(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    from_file = _one_line(_seal(["pull", str(tmp_path / "afile"), "p"], tmp_path))
+    assert "is a file, where a folder is needed" in from_file and "run it again" not in from_file
+    assert not (tmp_path / "p").exists()
+    pytest.importorskip("s3fs")
+    no_keys = _one_line(_seal(["pull", "s3://nobucket/x", "p"], tmp_path))
+    assert "no credentials" in no_keys and "AWS_ACCESS_KEY_ID" in no_keys and "run it again" not in no_keys
+    down = _one_line(_seal(["pull", "s3://bucket/x", "p"], tmp_path, AWS_ENDPOINT_URL=f"http://127.0.0.1:"
+                           f"{_closed_port()}", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s"))  # fmt: skip
+    assert "run it again to continue" in down  # a server that is down is worth retrying
+
+
+def test_permanent_failures_are_told_from_transient_ones(tmp_path: Path) -> None:
+    from runners.sync import permanent_failure
+
+    (tmp_path / "afile").write_text("x")
+    missing_bucket = FileNotFoundError("The specified bucket does not exist")
+    assert "bucket does not exist" in (permanent_failure(missing_bucket) or "")
+    assert "permission denied" in (permanent_failure(PermissionError("Access Denied")) or "")
+    under_file = NotADirectoryError(20, "Not a directory", str(tmp_path / "afile" / "sub" / "manifest.json"))
+    assert permanent_failure(under_file) == f"{tmp_path / 'afile'} is a file, where a folder is needed: name a " \
+                                            "folder (or a URL)"  # fmt: skip
+    assert permanent_failure(ConnectionError("refused")) is None
+    assert permanent_failure(TimeoutError()) is None
+
+
+def test_a_push_that_cannot_work_stops_retrying_and_says_what_to_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RunStore.open(tmp_path / "a", sync_to=str(tmp_path / "drive"))
+    store.start({"x": 1}, "h")
+    (tmp_path / "drive").write_text("a file appeared where the folder was")
+    store.sync()
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        store.close(30)
+    assert time.monotonic() - started < 10  # not retried until the timeout
+    assert store.remote is not None and store.remote.permanent
+    assert "fix that, then `seal push" in caplog.text and "run the same command again" not in caplog.text
+
+
+# -- 5. pull refuses a folder that is not a run -----------------------------------------------------------------
+
+
+def test_pull_refuses_a_folder_that_holds_something_else_and_takes_an_empty_one(tmp_path: Path) -> None:
+    drive = tmp_path / "remote"
+    assert _invoke("selftest", "--run-dir", str(tmp_path / "t1"), "--sync-to", str(drive), *SELFTEST).exit_code == 0
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    refused = _invoke("pull", str(drive), str(junk))
+    assert refused.exit_code == 1 and "is not empty and holds no run" in refused.output
+    assert sorted(p.name for p in junk.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pulled = _invoke("pull", str(drive), str(empty))
+    assert pulled.exit_code == 0, pulled.output
+    assert "1 file, 3 journal lines (1 stage), 0 artifacts" in pulled.output  # pluralized (7)
+
+
