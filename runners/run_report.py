@@ -224,10 +224,9 @@ def _summary(cfg: Config, store: RunStore) -> str:
 
 def build_report(run_dir: str | Path, out: Path | None = None) -> dict[str, Any]:
     """Write report.md, report.html and the PNGs into `out` (default RUN_DIR/report/); return what was written."""
-    store = RunStore.open(run_dir)
+    store = RunStore.open_existing(run_dir)
     manifest = store.read_manifest()
-    if manifest is None:
-        raise ValueError(f"{run_dir}: no manifest.json here; is this a run directory?")
+    assert manifest is not None  # open_existing checked that it is there
     cfg = build_config(manifest["config"])
     folder = Path(out) if out is not None else store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)

@@ -345,11 +345,23 @@ class RunStore:
                 raise RunStoreError(
                     f"{root} is a file, not a run directory: name a folder (a new one, or a run to resume)"
                 )
+            _refuse_pushed_copy(root)
             if sync_to:
                 return cls._open_synced(root, sync_to, must_reach=False)
             return cls(root)  # created by the first write, not here
         except SyncError as exc:
             raise RunStoreError(str(exc)) from None
+
+    @classmethod
+    def open_existing(cls, location: str | os.PathLike[str]) -> RunStore:
+        """An existing local run, for the commands that only read one (`seal report`, `seal export`)."""
+        root = Path(os.fspath(location).removeprefix("file://")).expanduser()
+        if root.is_file():
+            raise RunStoreError(f"{root} is a file, not a run directory: name the folder of a run")
+        _refuse_pushed_copy(root)
+        if not (root / "manifest.json").exists():
+            raise RunStoreError(f"{root}: no manifest.json here; is this a run directory?")
+        return cls(root)
 
     @classmethod
     def _open_synced(cls, root: Path, url: str, *, must_reach: bool) -> RunStore:
@@ -597,6 +609,22 @@ class RunStore:
         """Ask for a background push of what changed (a no-op for a run that is not synced); never blocks."""
         if self.remote is not None:
             self.remote.request()
+
+
+def is_pushed_copy(root: Path) -> bool:
+    """Whether `root` is the remote layout `--sync-to` writes (journals as segment folders, per-machine files under
+    stores/, no local .sync bookkeeping) rather than a run directory: readable only after a `seal pull`."""
+    if not (root / "manifest.json").exists() or (root / ".sync").exists():
+        return False
+    return (root / "stores").is_dir() or any(p.is_dir() for p in root.glob("stages/*/journal"))
+
+
+def _refuse_pushed_copy(root: Path) -> None:
+    if is_pushed_copy(root):
+        raise RunStoreError(
+            f"{root} is a pushed copy of a run (what --sync-to writes), not a run directory: "
+            f"`seal pull {root} DIR` it first, then use DIR"
+        )
 
 
 def _mirror_of(url: str) -> Path:

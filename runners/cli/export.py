@@ -20,12 +20,11 @@ def export(run_dir: str, out: str | None) -> None:
     from runners.store import RunStore, RunStoreError
 
     try:
-        store = RunStore.open(run_dir)
+        store = RunStore.open_existing(run_dir)
         manifest = store.read_manifest()
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
-    if manifest is None:
-        raise UserError(f"{run_dir}: no manifest.json here; is this a run directory?")
+    assert manifest is not None  # open_existing checked that it is there
     try:
         cfg = build_config(manifest["config"])
     except ConfigError as exc:

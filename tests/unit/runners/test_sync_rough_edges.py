@@ -134,6 +134,20 @@ def test_a_push_that_cannot_work_stops_retrying_and_says_what_to_fix(
     assert "fix that, then `seal push" in caplog.text and "run the same command again" not in caplog.text
 
 
+# -- 4. a pushed copy is recognised -----------------------------------------------------------------------------
+
+
+def test_report_export_and_run_on_a_pushed_copy_say_pull_it_first(tmp_path: Path) -> None:
+    drive = tmp_path / "remote" / "kd"
+    ran = _invoke("selftest", "--run-dir", str(tmp_path / "t1"), "--sync-to", str(drive), *SELFTEST)
+    assert ran.exit_code == 0, ran.output
+    for args in (["report", str(drive)], ["export", str(drive)], ["selftest", "--run-dir", str(drive), *SELFTEST]):
+        result = _invoke(*args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"{drive} is a pushed copy of a run" in result.output and f"`seal pull {drive} DIR`" in result.output
+    assert not (drive / "report").exists()
+
+
 # -- 5. pull refuses a folder that is not a run -----------------------------------------------------------------
 
 
@@ -151,5 +165,17 @@ def test_pull_refuses_a_folder_that_holds_something_else_and_takes_an_empty_one(
     pulled = _invoke("pull", str(drive), str(empty))
     assert pulled.exit_code == 0, pulled.output
     assert "1 file, 3 journal lines (1 stage), 0 artifacts" in pulled.output  # pluralized (7)
+
+
+# -- 6. wording per command ---------------------------------------------------------------------------------------
+
+
+def test_report_and_export_of_a_file_do_not_suggest_a_new_folder(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for command in ("report", "export"):
+        result = _invoke(command, str(afile))
+        assert result.exit_code == 1 and f"{afile} is a file, not a run directory" in result.output
+        assert "a new one" not in result.output and "a run to resume" not in result.output
 
 
