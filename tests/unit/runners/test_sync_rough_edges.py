@@ -167,6 +167,28 @@ def test_pull_refuses_a_folder_that_holds_something_else_and_takes_an_empty_one(
     assert "1 file, 3 journal lines (1 stage), 0 artifacts" in pulled.output  # pluralized (7)
 
 
+# -- 2. export --out an existing directory ----------------------------------------------------------------------
+
+
+def test_export_into_an_existing_directory_writes_the_default_name_inside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runners.pipelines import selftest
+
+    item = {"item_id": "t1", "kind": "arc", "question": "t1", "task_id": "t1", "gold": [[[1]]],
+            "attempts": [[[1]]], "provenance": {"unit_id": "t1"}}  # fmt: skip
+    monkeypatch.setattr(selftest, "export_items", lambda cfg, store: [dict(item)], raising=False)
+    run_dir = tmp_path / "run"
+    assert _invoke("selftest", "--run-dir", str(run_dir), *SELFTEST).exit_code == 0
+    out = tmp_path / "emptydir"
+    out.mkdir()
+    result = _invoke("export", str(run_dir), "--out", str(out))
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    lines = (out / "bundle.jsonl").read_text().splitlines()
+    assert json.loads(lines[1])["item_id"] == "t1"
+    assert "an existing directory gets DIR/bundle.jsonl" in _invoke("export", "--help").output
+
+
 # -- 6. wording per command ---------------------------------------------------------------------------------------
 
 
