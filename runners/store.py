@@ -99,6 +99,10 @@ _LINE_END = b',"end":true}'
 _LINE_T = re.compile(rb',"t":(-?[0-9.eE+-]+)[,}]')
 
 
+# (journal, offset) of the torn lines this process terminated and warned about: a reader does not warn again.
+_WARNED_TORN: set[tuple[Path, int]] = set()
+
+
 class Journal:
     """Append-only JSONL record of a stage's finished units.
 
@@ -143,6 +147,7 @@ class Journal:
             fh.seek(size - 1)
             if fh.read(1) != b"\n":
                 log.warning("%s: the last line was torn by a crash; it is ignored", self.path)
+                _WARNED_TORN.add((self.path, size))
                 os.write(self._fd, b"\n")  # type: ignore[arg-type]
 
     @staticmethod
@@ -195,7 +200,9 @@ class Journal:
         if not chunk:
             return
         end = chunk.rfind(b"\n") + 1  # an unterminated tail may still be being written: leave it for later
-        for raw in chunk[:end].splitlines():
+        line_end = offset - 1
+        for raw in chunk[:end].split(b"\n")[:-1]:
+            line_end += len(raw) + 1  # where this line's newline is
             head = _LINE_HEAD.match(raw)
             if head and raw.endswith(_LINE_END):
                 unit_text = head.group(1)
@@ -206,7 +213,8 @@ class Journal:
                 continue
             record = _parse_line(raw)  # written by something else (an older version, a hand-made journal)
             if record is None:
-                log.warning("%s: skipping an unreadable line (torn by a crash?): %.80r", path, raw)
+                if (path, line_end) not in _WARNED_TORN:  # the writer that terminated it has said so already
+                    log.warning("%s: skipping an unreadable line (torn by a crash?): %.80r", path, raw)
                 continue
             self._merge(record.unit, record.status, record)
         self._read_offsets[path] = offset + end

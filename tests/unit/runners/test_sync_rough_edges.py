@@ -201,3 +201,49 @@ def test_report_and_export_of_a_file_do_not_suggest_a_new_folder(tmp_path: Path)
         assert "a new one" not in result.output and "a run to resume" not in result.output
 
 
+# -- 7. small things ----------------------------------------------------------------------------------------------
+
+
+def test_a_report_without_plots_says_so(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert _invoke("selftest", "--run-dir", str(run_dir), *SELFTEST).exit_code == 0
+    result = _invoke("report", str(run_dir))
+    assert result.exit_code == 0, result.output
+    assert "0 figures" not in result.output and "(no figures" in result.output
+
+
+def test_the_report_markdown_leaves_out_the_summary_s_terminal_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runners.pipelines import selftest
+
+    run_dir = tmp_path / "run"
+    assert _invoke("selftest", "--run-dir", str(run_dir), *SELFTEST).exit_code == 0
+    monkeypatch.setattr(selftest, "summarize", lambda cfg, store: f"the table\nreport: {store.root}/report/x.md")
+    assert _invoke("report", str(run_dir)).exit_code == 0
+    markdown = (run_dir / "report" / "report.md").read_text()
+    assert "the table" in markdown and "report: " not in markdown
+
+
+def test_a_torn_journal_line_is_warned_about_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stage = tmp_path / "stage"
+    journal = Journal(stage)
+    journal.append(UnitRecord(unit="u1", status="ok", reason=None, result={}, seconds=0.0, t=time.time()))
+    journal.close()
+    with open(stage / "journal.jsonl", "ab") as fh:
+        fh.write(b'{"unit":"u2","status":"ok","res')  # killed mid-write
+    resumed = Journal(stage)
+    with caplog.at_level(logging.WARNING):
+        resumed.refresh()
+        resumed.append(UnitRecord(unit="u3", status="ok", reason=None, result={}, seconds=0.0, t=time.time()))
+        assert set(resumed.records()) == {"u1", "u3"}
+        assert set(Journal(stage).records()) == {"u1", "u3"}  # another reader in this process: no second warning
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1, caplog.text
+
+
+def test_the_memory_plot_labels_a_process_not_a_file_name() -> None:
+    from runners.run_report import _process_label
+
+    lines = [{"stage": "it0.inner"}, {"stage": "it0.inner"}, {"stage": "it1.inner"}]
+    assert _process_label("memory-327.jsonl", lines) == "process 327 (it0.inner, it1.inner)"
+    assert _process_label("memory-9.jsonl", [{}]) == "process 9"
