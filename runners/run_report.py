@@ -185,14 +185,23 @@ def plot_losses(store: RunStore, memory: list[dict[str, Any]], path: Path) -> Pa
     return _save(fig, path)
 
 
+def _process_label(file: str, lines: list[dict[str, Any]]) -> str:
+    """A legend label for one memory log: `logs/memory-<pid>.jsonl` → "process 327 (it0.inner, it1.inner)"."""
+    pid = file.removeprefix("memory-").removesuffix(".jsonl")
+    stages = list(dict.fromkeys(str(line["stage"]) for line in lines if line.get("stage")))
+    shown = ", ".join(stages[:2]) + (f" +{len(stages) - 2} more" if len(stages) > 2 else "")
+    return f"process {pid}" + (f" ({shown})" if shown else "")
+
+
 def plot_memory(memory: list[dict[str, Any]], path: Path) -> Path | None:
     if not memory:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     start = min(line["t"] for line in memory)
-    for name in sorted({line["file"] for line in memory}):
-        mine = [line for line in memory if line["file"] == name]
+    for file in sorted({line["file"] for line in memory}):
+        mine = [line for line in memory if line["file"] == file]
+        name = _process_label(file, mine)
         ax.plot([line["t"] - start for line in mine], [(line.get("rss") or 0) / 2**30 for line in mine], label=name)
         cuda = [line for line in mine if line.get("cuda_peak")]
         if cuda:
@@ -217,17 +226,22 @@ def _summary(cfg: Config, store: RunStore) -> str:
 
     pipeline = get_pipeline(cfg.pipeline)
     try:
-        return pipeline.summarize(cfg, store)
+        text = pipeline.summarize(cfg, store)
     except Exception as exc:  # a run too early for its summary still gets its plots
         return f"(no summary yet: {type(exc).__name__}: {exc})"
+    # A summary ends with "report: PATH" for the terminal (where the pipeline wrote its own file); inside the
+    # report that line only points elsewhere.
+    lines = text.splitlines()
+    while lines and lines[-1].startswith("report: "):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def build_report(run_dir: str | Path, out: Path | None = None) -> dict[str, Any]:
     """Write report.md, report.html and the PNGs into `out` (default RUN_DIR/report/); return what was written."""
-    store = RunStore.open(run_dir)
+    store = RunStore.open_existing(run_dir)
     manifest = store.read_manifest()
-    if manifest is None:
-        raise ValueError(f"{run_dir}: no manifest.json here; is this a run directory?")
+    assert manifest is not None  # open_existing checked that it is there
     cfg = build_config(manifest["config"])
     folder = Path(out) if out is not None else store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)

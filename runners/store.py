@@ -99,6 +99,10 @@ _LINE_END = b',"end":true}'
 _LINE_T = re.compile(rb',"t":(-?[0-9.eE+-]+)[,}]')
 
 
+# (journal, offset) of the torn lines this process terminated and warned about: a reader does not warn again.
+_WARNED_TORN: set[tuple[Path, int]] = set()
+
+
 class Journal:
     """Append-only JSONL record of a stage's finished units.
 
@@ -143,6 +147,7 @@ class Journal:
             fh.seek(size - 1)
             if fh.read(1) != b"\n":
                 log.warning("%s: the last line was torn by a crash; it is ignored", self.path)
+                _WARNED_TORN.add((self.path, size))
                 os.write(self._fd, b"\n")  # type: ignore[arg-type]
 
     @staticmethod
@@ -195,7 +200,9 @@ class Journal:
         if not chunk:
             return
         end = chunk.rfind(b"\n") + 1  # an unterminated tail may still be being written: leave it for later
-        for raw in chunk[:end].splitlines():
+        line_end = offset - 1
+        for raw in chunk[:end].split(b"\n")[:-1]:
+            line_end += len(raw) + 1  # where this line's newline is
             head = _LINE_HEAD.match(raw)
             if head and raw.endswith(_LINE_END):
                 unit_text = head.group(1)
@@ -206,7 +213,8 @@ class Journal:
                 continue
             record = _parse_line(raw)  # written by something else (an older version, a hand-made journal)
             if record is None:
-                log.warning("%s: skipping an unreadable line (torn by a crash?): %.80r", path, raw)
+                if (path, line_end) not in _WARNED_TORN:  # the writer that terminated it has said so already
+                    log.warning("%s: skipping an unreadable line (torn by a crash?): %.80r", path, raw)
                 continue
             self._merge(record.unit, record.status, record)
         self._read_offsets[path] = offset + end
@@ -345,6 +353,7 @@ class RunStore:
                 raise RunStoreError(
                     f"{root} is a file, not a run directory: name a folder (a new one, or a run to resume)"
                 )
+            _refuse_pushed_copy(root)
             if sync_to:
                 return cls._open_synced(root, sync_to, must_reach=False)
             return cls(root)  # created by the first write, not here
@@ -352,10 +361,21 @@ class RunStore:
             raise RunStoreError(str(exc)) from None
 
     @classmethod
+    def open_existing(cls, location: str | os.PathLike[str]) -> RunStore:
+        """An existing local run, for the commands that only read one (`seal report`, `seal export`)."""
+        root = Path(os.fspath(location).removeprefix("file://")).expanduser()
+        if root.is_file():
+            raise RunStoreError(f"{root} is a file, not a run directory: name the folder of a run")
+        _refuse_pushed_copy(root)
+        if not (root / "manifest.json").exists():
+            raise RunStoreError(f"{root}: no manifest.json here; is this a run directory?")
+        return cls(root)
+
+    @classmethod
     def _open_synced(cls, root: Path, url: str, *, must_reach: bool) -> RunStore:
         """Attach the remote copy and pull what other machines pushed. An unreachable remote is a warning (the
         pushes are retried), unless nothing local exists to work on."""
-        from runners.sync import RunSync, SyncError, normalize_target, recorded_url
+        from runners.sync import RunSync, SyncError, normalize_target, permanent_failure, recorded_url
 
         target = normalize_target(url)
         recorded = recorded_url(root)
@@ -371,6 +391,9 @@ class RunStore:
         except SyncError:
             raise
         except Exception as exc:
+            problem = permanent_failure(exc)
+            if problem is not None:  # a target that can never work is refused before anything is written
+                raise SyncError(f"cannot sync to {target}: {problem}") from None
             if must_reach and not store.manifest_path.exists():
                 raise SyncError(
                     f"{target}: cannot read it ({type(exc).__name__}: {exc}); check the address and credentials "
@@ -410,6 +433,22 @@ class RunStore:
         identity rule, see `runners.config.identity_changes`); none means resume. Without it every differing key
         counts. `data_identity` (name -> content hash) is recorded; a resume whose data differs is refused too.
         `allow_config_change` overrides both refusals; what changed is logged and written to sessions.jsonl."""
+        manifest = self._start(config, config_hash, allow_config_change, session, data_identity, config_changes)
+        if self.remote is not None:
+            # Remembered now, not on the first successful push: a run whose remote is down from the start still
+            # knows where it syncs, so `seal push RUN_DIR` and a resume without --sync-to finish the job.
+            self.remote.remember_url()
+        return manifest
+
+    def _start(
+        self,
+        config: dict[str, Any],
+        config_hash: str,
+        allow_config_change: bool,
+        session: dict[str, Any] | None,
+        data_identity: dict[str, str] | None,
+        config_changes: Callable[[dict[str, Any]], list[str]] | None,
+    ) -> dict[str, Any]:
         from runners.provenance import collect_provenance
 
         existing = self.read_manifest()
@@ -558,6 +597,12 @@ class RunStore:
             journal.close()
         if self.remote is not None and not self.remote.close(sync_wait_s):
             left = self.remote.pending()
+            if self.remote.permanent:  # running the command again would fail the same way
+                log.warning(
+                    "%d changes are not in %s: %s; they are safe in %s: fix that, then `seal push %s`",
+                    len(left), self.remote.url, self.remote.last_error, self.root, self.root,
+                )  # fmt: skip
+                return
             log.warning(
                 "%d changes are not in %s yet (%s); they are safe in %s: run the same command again, or "
                 "`seal push %s`, to finish pushing",
@@ -572,6 +617,22 @@ class RunStore:
         """Ask for a background push of what changed (a no-op for a run that is not synced); never blocks."""
         if self.remote is not None:
             self.remote.request()
+
+
+def is_pushed_copy(root: Path) -> bool:
+    """Whether `root` is the remote layout `--sync-to` writes (journals as segment folders, per-machine files under
+    stores/, no local .sync bookkeeping) rather than a run directory: readable only after a `seal pull`."""
+    if not (root / "manifest.json").exists() or (root / ".sync").exists():
+        return False
+    return (root / "stores").is_dir() or any(p.is_dir() for p in root.glob("stages/*/journal"))
+
+
+def _refuse_pushed_copy(root: Path) -> None:
+    if is_pushed_copy(root):
+        raise RunStoreError(
+            f"{root} is a pushed copy of a run (what --sync-to writes), not a run directory: "
+            f"`seal pull {root} DIR` it first, then use DIR"
+        )
 
 
 def _mirror_of(url: str) -> Path:

@@ -94,6 +94,35 @@ def normalize_target(location: str) -> str:
     return location if "://" in location else os.path.abspath(os.path.expanduser(location))
 
 
+def _file_on_the_way(path: str | None) -> str | None:
+    """The first existing ancestor of `path` that is a file (where a folder was needed), if any."""
+    if not path:
+        return None
+    for parent in Path(path).parents:
+        if parent.exists():
+            return str(parent) if parent.is_file() else None
+    return None
+
+
+def permanent_failure(exc: BaseException) -> str | None:
+    """What to fix when `exc` will fail again however often it is retried (None: it may pass next time, e.g. a
+    network error or a server that is down). Matched by name too: botocore and s3fs are optional imports."""
+    name, text = type(exc).__name__, str(exc)
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        where = _file_on_the_way(exc.filename) or exc.filename or "a part of the path"
+        return f"{where} is a file, where a folder is needed: name a folder (or a URL)"
+    if name in ("NoCredentialsError", "PartialCredentialsError") or "Unable to locate credentials" in text:
+        return (
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a server "
+            "other than AWS), or configure s3fs/fsspec's credentials (~/.aws/credentials, AWS_PROFILE)"
+        )
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return f"the bucket does not exist ({text}): create it, or name an existing one"
+    if isinstance(exc, PermissionError):
+        return f"permission denied ({text}): check the credentials, or the folder's permissions"
+    return None
+
+
 def recorded_url(root: Path) -> str | None:
     """The URL a local run directory syncs to, as its ledger records it (None: not synced)."""
     path = root / SYNC_DIR / LEDGER
@@ -168,6 +197,7 @@ class RunSync:
         self._force_store_files = False
         self._give_up = False  # set by close(): a failing pass ends the thread instead of retrying
         self.last_error: str | None = None
+        self.permanent = False  # last_error is one that retrying cannot fix
         self.failures = 0
 
     # -- identity and ledger ---------------------------------------------------------------------------------
@@ -524,6 +554,13 @@ class RunSync:
                 self.push(store_files=due)
             except Exception as exc:
                 self.failures += 1
+                problem = permanent_failure(exc)
+                if problem is not None:  # retrying cannot help: say what to fix, once, and stop
+                    log.warning("push to %s failed: %s; local files are safe", self.url, problem)
+                    self.last_error, self.permanent = problem, True
+                    with self._state:
+                        self._state.notify_all()
+                    return
                 if self.last_error is None or self.failures % 10 == 0:
                     log.warning("push to %s failed (%s); retrying in %.0f s, local files are safe", self.url, exc,
                                 delay)  # fmt: skip
@@ -554,7 +591,9 @@ class RunSync:
         self.request()
         with self._state:
             goal = self._requested
-            return self._state.wait_for(lambda: self._completed >= goal, timeout=timeout)
+            # A failure retrying cannot fix ends the wait early (the thread has stopped): not everything arrived.
+            self._state.wait_for(lambda: self._completed >= goal or self.permanent, timeout=timeout)
+            return self._completed >= goal
 
     def close(self, timeout: float) -> bool:
         """Final push (waiting up to `timeout`), then stop the thread. False: something is still only local."""

@@ -77,9 +77,9 @@ def report_cmd(run_dir: str, out: Path | None, watch: float | None) -> None:
             built = build_report(run_dir, out)
         except (ValueError, RunStoreError) as exc:
             raise UserError(str(exc)) from None
-        click.echo(
-            f"{built['folder']}/{built['html']} ({len(built['figures'])} figures: {', '.join(built['figures'])})"
-        )
+        figures = built["figures"]
+        listed = f"{len(figures)} figure{'' if len(figures) == 1 else 's'}: {', '.join(figures)}" if figures else ""
+        click.echo(f"{built['folder']}/{built['html']} ({listed or 'no figures: the run has nothing to plot yet'})")
         if watch is None:
             return
         try:

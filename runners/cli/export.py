@@ -8,10 +8,17 @@ import click
 
 from runners.cli.driver import UserError
 
+BUNDLE_NAME = "bundle.jsonl"
+
 
 @click.command("export")
 @click.argument("run_dir")
-@click.option("--out", "out", default=None, help="Bundle path (default: RUN_DIR/export/bundle.jsonl).")
+@click.option(
+    "--out",
+    "out",
+    default=None,
+    help=f"Bundle path; an existing directory gets DIR/{BUNDLE_NAME} (default: RUN_DIR/export/{BUNDLE_NAME}).",
+)
 def export(run_dir: str, out: str | None) -> None:
     """Write RUN_DIR's results as a grading bundle (JSONL with a provenance header)."""
     from grading.bundle import InputError, write_bundle
@@ -20,12 +27,11 @@ def export(run_dir: str, out: str | None) -> None:
     from runners.store import RunStore, RunStoreError
 
     try:
-        store = RunStore.open(run_dir)
+        store = RunStore.open_existing(run_dir)
         manifest = store.read_manifest()
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
-    if manifest is None:
-        raise UserError(f"{run_dir}: no manifest.json here; is this a run directory?")
+    assert manifest is not None  # open_existing checked that it is there
     try:
         cfg = build_config(manifest["config"])
     except ConfigError as exc:
@@ -49,7 +55,9 @@ def export(run_dir: str, out: str | None) -> None:
     for item in items:  # each unit keeps the hash it was produced under; older journal lines had none
         unit_hash = item["provenance"].get("config_hash") or manifest["config_hash"]
         item["provenance"] = {**item["provenance"], "run_id": store.root.name, "config_hash": unit_hash}
-    target = Path(out) if out else store.root / "export" / "bundle.jsonl"
+    target = Path(out) if out else store.root / "export" / BUNDLE_NAME
+    if target.is_dir():  # like `cp FILE DIR`: the bundle goes inside, under its default name
+        target = target / BUNDLE_NAME
     try:
         write_bundle(target, items, provenance)
     except InputError as exc:

@@ -30,10 +30,15 @@ def _link(root: Path, url: str):  # type: ignore[no-untyped-def]
 @click.option("--artifacts", "all_artifacts", is_flag=True,
               help="Download every committed artifact now (default: each when a stage needs it).")  # fmt: skip
 def pull(url: str, run_dir: Path, all_artifacts: bool) -> None:
-    """Restore the run pushed to URL into RUN_DIR (new, or a copy of the same run) to resume it here; RUN_DIR then
-    keeps syncing to URL."""
+    """Restore the run pushed to URL into RUN_DIR (new, empty, or a copy of the same run) to resume it here; RUN_DIR
+    then keeps syncing to URL."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run directory: name a folder")
+    foreign = run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "manifest.json").exists()
+    if foreign and _recorded(run_dir) is None:  # a pull cut off before the manifest came recorded its URL: resumable
+        raise UserError(
+            f"{run_dir} is not empty and holds no run: pull into a new or empty directory (or a copy of this run)"
+        )
     link = _link(run_dir, url)
     try:
         if not link.remote_has_run():
@@ -52,16 +57,41 @@ def pull(url: str, run_dir: Path, all_artifacts: bool) -> None:
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"{url}: pull failed ({type(exc).__name__}: {exc}); run it again to continue") from None
+        raise UserError(_failure(url, "pull", exc, "run it again to continue")) from None
     stages = sorted({p.parent.name for p in (run_dir / "stages").glob("*/journal*.jsonl")})
     click.echo(
-        f"run {remote.get('run_id')} → {run_dir}: {len(summary.files)} files, {summary.journal_lines} journal lines "
-        f"({len(stages)} stages), {len(summary.artifacts)} artifacts"
+        f"run {remote.get('run_id')} → {run_dir}: {_count(len(summary.files), 'file')}, "
+        f"{_count(summary.journal_lines, 'journal line')} ({_count(len(stages), 'stage')}), "
+        f"{_count(len(summary.artifacts), 'artifact')}"
         + ("" if all_artifacts else " (the others are fetched when a stage needs them)")
     )
     argv = remote.get("argv") or []
     if argv:
         click.echo("resume with: " + shlex.join(_resume_command(argv, run_dir)))
+
+
+def _recorded(run_dir: Path) -> str | None:
+    from runners.sync import SyncError, recorded_url
+
+    try:
+        return recorded_url(run_dir)
+    except SyncError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _failure(url: str, action: str, exc: Exception, retry: str) -> str:
+    """One line: what to fix for a failure that retrying cannot cure (a file where a folder is needed, no
+    credentials, no bucket), else the advice to retry (the network, a server that is down)."""
+    from runners.sync import permanent_failure
+
+    problem = permanent_failure(exc)
+    if problem is not None:
+        return f"{url}: {action} failed: {problem}"
+    return f"{url}: {action} failed ({type(exc).__name__}: {exc}); {retry}"
 
 
 def _resume_command(argv: list[str], run_dir: Path) -> list[str]:
@@ -86,12 +116,7 @@ def _resume_command(argv: list[str], run_dir: Path) -> list[str]:
 def push(run_dir: Path, url: str | None) -> None:
     """Push what RUN_DIR has not pushed yet, now, in the foreground (what a run left unpushed when the remote was
     unreachable at its end)."""
-    from runners.sync import SyncError, recorded_url
-
-    try:
-        url = url or recorded_url(run_dir)
-    except SyncError as exc:
-        raise UserError(str(exc)) from None
+    url = url or _recorded(run_dir)
     if url is None:
         raise UserError(f"{run_dir} has never synced anywhere: name the destination with --to URL")
     if not (run_dir / "manifest.json").exists():
@@ -101,8 +126,6 @@ def push(run_dir: Path, url: str | None) -> None:
         summary = link.push()
     except Exception as exc:
         left = len(link.pending())
-        raise UserError(
-            f"{url}: push failed ({type(exc).__name__}: {exc}); {left} changes are still only in {run_dir}, run "
-            "`seal push` again"
-        ) from None
+        message = _failure(url, "push", exc, "run `seal push` again")
+        raise UserError(f"{message} ({left} changes are still only in {run_dir}, safe)") from None
     click.echo(f"{run_dir} → {url}: {len(summary.uploaded)} objects, {summary.bytes / 2**20:.1f} MiB; up to date")

@@ -37,6 +37,8 @@ def test_a_run_report_has_every_plot_and_its_page_renders(tmp_path: Path) -> Non
     for name in expected:
         assert (folder / name).stat().st_size > 1000, name
         assert f"]({name})" in (folder / "report.md").read_text()
+    # the pipeline's summary ends with "report: PATH" for the terminal; inside the report it only points elsewhere
+    assert "report: " not in (folder / "report.md").read_text()
     page = (folder / "report.html").read_text()
     assert page.count("src='data:image/png;base64,") == len(expected)  # self-contained: no file references
     assert "passage + self-edits after RL iteration 1" in page
