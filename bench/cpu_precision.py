@@ -12,6 +12,8 @@ of the pairs' ratios, because other processes (and other machines' guests) share
 - train: LoRA (rank 16, alpha 16, SEAL's five projections: the cpu profile) training steps on one 512-token ARC
   sequence, loss on every token, tokens/s of forward+backward+optimizer; one warm-up step per rep is not counted.
 - generate: 8 plain-text prompts decoded greedily as one batch (the cpu profile's `infer.batch_size`), new tokens/s.
+- decode_linears: one decode step's matmuls alone (batch 8, every layer's real weights), by weight shape and summed:
+  the most bf16 can give generation on this CPU if nothing else in a step cost time.
 - eval: the same short LoRA training on one ARC task's TTT data (8 examples, 2 epochs, batch 2, lr 1e-4: SEAL ARC's
   inner loop, shortened) from the same initial adapter in both precisions, for seeds 0 and 1, then the held-out loss
   (the task's test example and its D8 transforms, never trained on). `eval_loss_ratio` = mean bf16 / mean fp32, each
@@ -86,6 +88,50 @@ def matmul_gflops(dtype: torch.dtype, reps: int) -> float:
         a @ b
         times.append(time.perf_counter() - started)
     return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def decode_linears(models: dict[str, Any], batch: int, reps: int) -> dict[str, Any]:
+    """One decode step's base linears (every layer's real weights, the LoRA-wrapped ones too, and the LM head), timed
+    as `batch`-row F.linear calls in each dtype, fp32/bf16 pairs: by weight shape, and summed over the step with
+    each shape counted as often as the model has it. The sum is the ceiling of the generation speed-up on this CPU
+    if nothing but these matmuls cost time; cycling through all layers' weights reads them from memory, as decoding
+    does, not from a warm cache."""
+    weights: dict[str, dict[tuple[int, int], list[torch.Tensor]]] = {}
+    names: dict[tuple[int, int], set[str]] = {}
+    for dtype, model in models.items():
+        by_shape = weights.setdefault(dtype, {})
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and "lora_" not in name:
+                shape = (module.in_features, module.out_features)
+                by_shape.setdefault(shape, []).append(module.weight.detach())
+                role = [part for part in name.split(".") if part != "base_layer"][-1]  # q_proj, lm_head, ...
+                names.setdefault(shape, set()).add(role)
+
+    def step_seconds(dtype: str, shape: tuple[int, int]) -> float:
+        x = torch.randn(batch, shape[0], dtype=TORCH_DTYPES[dtype])
+        layers = weights[dtype][shape]
+        with torch.inference_mode():
+            for weight in layers[:2]:  # warm-up
+                torch.nn.functional.linear(x, weight)
+            started = time.perf_counter()
+            for _ in range(3):
+                for weight in layers:
+                    torch.nn.functional.linear(x, weight)
+        return (time.perf_counter() - started) / 3  # all layers of this shape, once
+
+    seconds: dict[tuple[int, int], dict[str, float]] = {}
+    ratios: dict[str, float] = {}
+    for shape in sorted(weights["fp32"]):
+        rates, pair_ratios = paired(lambda name, shape=shape: 1 / step_seconds(name, shape), reps)
+        seconds[shape] = {name: 1 / statistics.median(rates[name]) for name in DTYPES}
+        label = f"{shape[0]}x{shape[1]} ({', '.join(sorted(names[shape]))}; {len(weights['fp32'][shape])})"
+        ratios[label] = round(statistics.median(pair_ratios), 3)
+    total = {name: sum(s[name] for s in seconds.values()) for name in DTYPES}
+    return {
+        "speedup_by_shape": ratios,
+        "step_speedup": round(total["fp32"] / total["bf16"], 3),
+        "step_ms": {name: round(1000 * v, 2) for name, v in total.items()},
+    }
 
 
 def sequence_512(tokenizer: Any, task: Any) -> EncodedExample:
@@ -174,6 +220,7 @@ def main() -> None:
     for slot in slots.values():
         slot.reset(0)
     generate_tps, generate_ratios = paired(generate, args.reps)
+    linears = decode_linears({name: slot.model for name, slot in slots.items()}, 8, 2 * args.reps)
 
     data = build_ttt_data(task, TTTDataSettings(), seed=0, count_tokens=lambda m: count_tokens(tokenizer, m))
     chosen = random.Random(0).sample(data.messages, min(args.examples, len(data.messages)))
@@ -235,6 +282,8 @@ def main() -> None:
                     (max(fp32_seeds) - min(fp32_seeds)) / statistics.mean(fp32_seeds), 4
                 ),
                 "matmul_speedup": round(statistics.median(matmul_ratios), 3),
+                # why generate_speedup is what it is: the decode step's matmuls alone (batch 8, real weights)
+                "decode_linears": linears,
                 "targets": TARGETS,
                 "met": {
                     "train_speedup": train_speedup >= TARGETS["train_speedup"],

@@ -3,12 +3,12 @@
 Two kinds of x86 hardware multiply bf16 natively: AMX tiles (Intel Sapphire Rapids and newer; issue 10 measured a
 1024x576x1536 matmul at 1.2 TFLOP/s in bf16 on one core against 168 GFLOP/s in fp32, and a SmolLM2 LoRA step 1.75x
 faster) and AVX512-BF16 dot products (Intel Cooper Lake, AMD Zen 4 and newer; `bench/cpu_precision.py` on an EPYC
-without AMX: that matmul 2.2-2.6x, a LoRA step 1.6x, batch-8 generation 1.66x with the fp32 LoRA sums below).
+without AMX: that matmul 2.2-2.6x, a LoRA step 1.4-1.6x, batch-8 generation 1.7-1.8x with the fp32 LoRA sums below).
 
 First measured, bf16 lost quality: after a short TTT the held-out loss evaluated in bf16 was 7.2 % above fp32
 (target: within 2 %), because a bf16 layer output rounds most of a small LoRA update away. With the LoRA sums kept
-in fp32 (`ttt/lora.py::keep_lora_sums_fp32`) it is 1.1 % above fp32 (fp32 seed-to-seed spread 0.3 %) at 1.6x the
-training and 1.66x the generation speed of fp32, so `auto` means bf16 on both kinds (AMX's speed is the issue's
+in fp32 (`ttt/lora.py::keep_lora_sums_fp32`) it is 1.1 % above fp32 (fp32 seed-to-seed spread 0.3 %) at 1.4-1.6x the
+training and 1.7-1.8x the generation speed of fp32, so `auto` means bf16 on both kinds (AMX's speed is the issue's
 measurement; its rounding is the same arithmetic). Other CPUs, Arm included, stay fp32 until measured.
 
 `SEAL_CPU_BF16=auto|on|off` overrides the rule (tests force both paths on any machine). It only decides what

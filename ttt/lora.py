@@ -70,7 +70,9 @@ def keep_lora_sums_fp32(model: Any, *, any_device: bool = False) -> torch.dtype 
     evaluated in bf16 kept only a third of the fp32 improvement (bench/cpu_precision.py: 7.2 % above fp32). A
     forward hook makes every LoRA-wrapped base layer return fp32, so PEFT sums in fp32, keeps the sum fp32, and the
     residual stream downstream stays fp32; the matmuls stay bf16 under autocast (which then every forward of this
-    model needs, generation included: the returned dtype). Measured: within about 1 % of fp32 at 1.6x its speed.
+    model needs, generation included: the returned dtype). Measured: within about 1 % of fp32 at 1.4-1.8x its speed.
+    (Sharing one bf16 cast of q/k/v's fp32 input through forward pre-hooks, and one autocast context per generate
+    call, were both measured slower or no faster: Python hooks cost more than the casts they save.)
 
     Idempotent; returns None (and changes nothing) unless the base is bf16 on a CPU. GPUs round the same way, but
     that path has not been measured on one, so only `any_device=True` (bench/gpu_check.py) applies it there.
