@@ -1,6 +1,6 @@
 """The small-scale SEAL-on-ARC reproduction: `configs/experiments/repro_arc_small.yaml` once per seed, pooled.
 
-    python bench/repro_arc_small.py [--seeds 0 1 2] [--tasks N] [--self-edits K] [--parallel P]
+    python bench/repro_arc_small.py [--seeds 0 1 2] [--tasks N] [--self-edits K] [--parallel P] [--set KEY=VALUE]
 
 Each seed is an ordinary resumable run (`seal run repro_arc_small --set run.seed=S`) in `--runs-root/seedS-…`, so
 a killed reproduction continues where it stopped. `--tasks N` keeps the first N tasks of `small-grids-30` (the full
@@ -15,6 +15,7 @@ Last line: {"bench": "repro_arc_small", "conditions": {…}, …}
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SUBSET = "small-grids-30"
 
 
-def _run_args(seed: int, tasks: list[str], self_edits: int, run_dir: Path) -> list[str]:
+def _run_args(seed: int, tasks: list[str], self_edits: int, run_dir: Path, overrides: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "runners.cli", "run", "repro_arc_small", "--run-dir", str(run_dir),
         "--profile", "cpu", "--no-progress",
@@ -34,6 +35,7 @@ def _run_args(seed: int, tasks: list[str], self_edits: int, run_dir: Path) -> li
         "--set", f"arc.task_ids=[{', '.join(tasks)}]",
         "--set", f"seal.self_edits={self_edits}",
         "--set", f"seal.max_attempts={2 * self_edits}",
+        *(arg for override in overrides for arg in ("--set", override)),
     ]  # fmt: skip
 
 
@@ -102,6 +104,10 @@ def main() -> None:
     parser.add_argument("--self-edits", type=int, default=4)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--runs-root", default=str(REPO / "runs" / "repro_arc_small"))
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="KEY=VALUE for every seed's run (e.g. "
+        "model.spec=tiny for a minute-long try of the machinery; its numbers mean nothing)"
+    )  # fmt: skip
     args = parser.parse_args()
 
     from runners.config import build_config
@@ -112,7 +118,9 @@ def main() -> None:
     tasks = resolve_task_ids(SUBSET)[: args.tasks]  # type: ignore[index]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     root = Path(args.runs_root)
-    run_dirs = {s: root / f"seed{s}-tasks{len(tasks)}-k{args.self_edits}" for s in args.seeds}
+    # overrides make another run: its own folder (a resume of the plain run would be refused as a config change)
+    tag = "-set" + hashlib.sha256("\n".join(args.overrides).encode()).hexdigest()[:8] if args.overrides else ""
+    run_dirs = {s: root / f"seed{s}-tasks{len(tasks)}-k{args.self_edits}{tag}" for s in args.seeds}
     started = time.perf_counter()
     pending = list(args.seeds)
     running: dict[int, subprocess.Popen] = {}
@@ -122,7 +130,7 @@ def main() -> None:
             seed = pending.pop(0)
             run_dirs[seed].mkdir(parents=True, exist_ok=True)
             log_files[seed] = open(run_dirs[seed].with_suffix(".log"), "a")  # noqa: SIM115
-            cmd = _run_args(seed, tasks, args.self_edits, run_dirs[seed])
+            cmd = _run_args(seed, tasks, args.self_edits, run_dirs[seed], args.overrides)
             running[seed] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_files[seed], stderr=log_files[seed])
         for seed, proc in list(running.items()):
             if proc.poll() is not None:

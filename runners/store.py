@@ -353,7 +353,11 @@ class RunStore:
                 raise RunStoreError(
                     f"{root} is a file, not a run directory: name a folder (a new one, or a run to resume)"
                 )
+            blocker = next((p for p in root.parents if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                raise RunStoreError(f"{root}: {blocker} is a file, so no run directory can be made there")
             _refuse_pushed_copy(root)
+            _refuse_foreign_folder(root)
             if sync_to:
                 return cls._open_synced(root, sync_to, must_reach=False)
             return cls(root)  # created by the first write, not here
@@ -625,6 +629,25 @@ def is_pushed_copy(root: Path) -> bool:
     if not (root / "manifest.json").exists() or (root / ".sync").exists():
         return False
     return (root / "stores").is_dir() or any(p.is_dir() for p in root.glob("stages/*/journal"))
+
+
+# What a run directory holds (besides manifest.json) before and after its first manifest is written.
+_RUN_ENTRIES = frozenset({"stages", "claims", "logs", "sessions.jsonl", "artifacts", "report", "grading", "export",
+                          ".sync"})  # fmt: skip
+
+
+def _refuse_foreign_folder(root: Path) -> None:
+    """A new run goes into a new or empty folder: one holding other files is a typo, and the run's files would be
+    mixed into it (a folder with a run's own entries but no manifest yet is a run that never started: allowed)."""
+    if not root.is_dir() or (root / "manifest.json").exists():
+        return
+    entries = {entry.name for entry in root.iterdir()}
+    if entries and not entries & _RUN_ENTRIES:
+        shown = ", ".join(sorted(entries)[:3]) + (", …" if len(entries) > 3 else "")
+        raise RunStoreError(
+            f"{root} holds other files ({shown}) and no run: name a new or empty folder for a new run, "
+            "or the folder of a run to resume"
+        )
 
 
 def _refuse_pushed_copy(root: Path) -> None:

@@ -17,7 +17,7 @@ def arc() -> None:
 @click.argument("experiment", default="arc_seal")
 @click.option(
     "--iterations",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=1),
     default=None,
     help="RL iterations to reach (seal.iterations). Raising it on a finished run continues that run.",
 )

@@ -243,6 +243,13 @@ def execute_run(
     except (SelectionError, InvalidNameError) as exc:
         logging.getLogger("seal.run").error("stopped: %s", exc)
         raise UserError(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C: what was recorded stays; only the unit in flight is redone
+        logging.getLogger("seal.run").warning("interrupted")
+        click.echo(
+            f"interrupted: every recorded unit is kept in {store.root}; run the same command again to continue",
+            err=True,
+        )
+        raise click.exceptions.Exit(130) from None
     except Exception:
         logging.getLogger("seal.run").exception("stopped by an unexpected error")  # the traceback, in the run's log
         raise

@@ -58,6 +58,9 @@ def export(run_dir: str, out: str | None) -> None:
     target = Path(out) if out else store.root / "export" / BUNDLE_NAME
     if target.is_dir():  # like `cp FILE DIR`: the bundle goes inside, under its default name
         target = target / BUNDLE_NAME
+    blocker = next((p for p in target.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"--out {out}: {blocker} is a file, so the bundle cannot be written there; name another path")
     try:
         write_bundle(target, items, provenance)
     except InputError as exc:

@@ -552,7 +552,8 @@ def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
                 if not a["accepted"]:
                     codes[a["code"]] = codes.get(a["code"], 0) + 1
         rejected = ", ".join(f"{n} {code}" for code, n in sorted(codes.items()))
-        return f"{accepted} of {drawn} sampled self-edits usable" + (f"; rejected: {rejected}" if rejected else "")
+        # well-formed only: applying one can still reject it (over SEAL's step cap), which the inner stage counts
+        return f"{accepted} of {drawn} sampled self-edits well-formed" + (f"; rejected: {rejected}" if rejected else "")
     if step in ("base", "oracle", "format", "wrong_task"):
         solved = sum(1 for r in results if r.get("reward"))
         return f"{solved} of {len(results)} tasks solved"

@@ -74,7 +74,7 @@ def test_template_decoding_gives_usable_self_edits_that_are_applied_or_capped_wi
     run_dir = tmp_path / "run"
     result = _rl(run_dir, "--set", "train.max_steps_cap=12")  # demo: seal.decoding=template; 4 examples x 3 epochs
     assert result.exit_code == 0, result.output
-    assert "→ 4 of 4 sampled self-edits usable" in result.output  # each stage says what it found
+    assert "→ 4 of 4 sampled self-edits well-formed" in result.output  # each stage says what it found
     assert "self-edits solved their task" in result.output and "next model: tiny (carried forward)" in result.output
     samples = _records(run_dir, "it0.sample")
     assert all(a["accepted"] for r in samples.values() for a in r.result["attempts"])
