@@ -140,12 +140,13 @@ def check_url(url: str, where: str) -> str:
     return url
 
 
-def resolve_ollama_host(host: str | None) -> tuple[str, str]:
-    """(URL, where it came from) of the Ollama server: ``host``, else $OLLAMA_HOST, else the default; a bare
-    ``host[:port]`` gets http://. Raises ValueError naming --host or OLLAMA_HOST when it is not a URL."""
+def resolve_ollama_host(host: str | None, option: str = "--host") -> tuple[str, str]:
+    """(URL, where it came from) of the Ollama server: ``host`` (given as ``option``), else $OLLAMA_HOST, else the
+    default; a bare ``host[:port]`` gets http://. Raises ValueError naming the option or OLLAMA_HOST when it is not
+    a URL."""
     import os
 
-    where = "--host" if host else "OLLAMA_HOST" if os.environ.get("OLLAMA_HOST") else "the default host"
+    where = option if host else "OLLAMA_HOST" if os.environ.get("OLLAMA_HOST") else "the default host"
     raw = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
     return check_url(raw if "://" in raw else f"http://{raw}", where), where
 
@@ -188,13 +189,16 @@ def make_judge(
     timeout: float = 120.0,
     keep_alive: str = "30m",
     stream: bool = False,
+    host_option: str = "--host",
 ) -> Judge:
-    """Build the judge named by ``spec``; ``host`` applies to Ollama judges."""
+    """Build the judge named by ``spec``; ``host`` (named ``host_option`` in errors) applies to Ollama judges."""
     backend, rest = parse_judge_spec(spec)
     if backend == "ollama":
         from grading.judges.ollama import OllamaJudge
 
-        return OllamaJudge(rest, host=host, timeout=timeout, keep_alive=keep_alive, stream=stream)
+        return OllamaJudge(
+            rest, host=host, timeout=timeout, keep_alive=keep_alive, stream=stream, host_option=host_option
+        )
     if backend == "openai-compat":
         from grading.judges.openai_compat import OpenAICompatJudge
 

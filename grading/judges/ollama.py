@@ -29,8 +29,8 @@ from grading.judges import (
 _TRANSPORT_ERRORS = (ConnectionError, httpx.TransportError, asyncio.TimeoutError, TimeoutError, ValueError)
 
 
-def resolve_host(host: str | None) -> str:
-    return resolve_ollama_host(host)[0]
+def resolve_host(host: str | None, option: str = "--host") -> str:
+    return resolve_ollama_host(host, option)[0]
 
 
 def _describe(exc: BaseException) -> str:
@@ -52,10 +52,11 @@ class OllamaJudge:
         timeout: float = 120.0,
         keep_alive: str = "30m",
         stream: bool = False,
+        host_option: str = "--host",
     ) -> None:
         self.model = model
         self.name = f"ollama:{model}"
-        self.host = resolve_host(host)
+        self.host = resolve_host(host, host_option)
         self.timeout = timeout
         self.keep_alive = keep_alive
         self.stream = stream

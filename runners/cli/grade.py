@@ -3,8 +3,9 @@
 Only click and the standard library are imported at module level; the grading package (and through it the
 ``ollama`` client) is imported when a command runs, so ``seal --help`` stays fast. Nothing here imports torch.
 
-Exit codes: 0 all graded; 2 bad input or usage; 1 a judge failed its preflight (nothing graded); 3 items stayed
-unscored (judge down, unparseable or truncated replies) and ``--allow-unscored`` was not given; 130 interrupted.
+Exit codes: 0 all graded; 2 bad input or usage (nothing written); 1 a judge failed its preflight (nothing written);
+3 items stayed unscored (judge down, unparseable or truncated replies) and ``--allow-unscored`` was not given;
+130 interrupted.
 """
 
 from __future__ import annotations

@@ -143,3 +143,10 @@ def test_an_input_with_no_items_is_refused(tmp_path: Path, kind: str) -> None:
     output = _one_line_usage_error(_invoke(str(path), "--judge", f"ollama:{MODEL}", "--out", str(out)))
     assert f"{path}: nothing to grade" in output
     assert not out.exists()
+
+
+def test_the_in_loop_judge_names_judge_host() -> None:
+    from grading.judges import make_judge
+
+    with pytest.raises(ValueError, match="^judge.host: 'http://h:1:2' is not a server URL"):
+        make_judge(f"ollama:{MODEL}", host="http://h:1:2", host_option="judge.host")
