@@ -116,19 +116,37 @@ class PlanRow:
     rule_verdict: str | None = None
 
 
+class CacheError(Exception):
+    """The cache file cannot be used (not a database, or a damaged one); the message names it."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"{path}: not a usable grading cache ({detail})")
+        self.path, self.detail = path, detail
+
+
 class JudgementCache:
-    """One SQLite connection for the whole run; lookups are batched."""
+    """One SQLite connection for the whole run; lookups are batched.
+
+    A file that is not an SQLite database, or a damaged one, raises ``CacheError`` when opened."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: each store() is its own short transaction, committed on return.
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        # The busy timeout first: switching to WAL takes a lock that another worker of the run may hold.
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            # The busy timeout first: switching to WAL takes a lock that another worker of the run may hold.
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            # A truncated file can open and still fail on a later read: check its pages once now.
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems))
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise CacheError(self.path, str(exc)) from None
 
     def close(self) -> None:
         self._db.close()

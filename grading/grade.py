@@ -333,19 +333,23 @@ async def grade(
     *,
     run_meta: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    infos: Sequence[JudgeInfo] | None = None,
 ) -> GradeOutcome:
     """Grade ``items`` with a panel of ``judges`` (possibly none: metrics only) into ``cache``.
 
     Raises ``JudgeError`` when a judge fails its preflight (nothing is written then) and ``ValueError`` for an
     invalid panel. Everything else ends in the cache: judgements as they arrive, failures with their reasons.
+    ``infos``: the judges' preflight, when the caller ran ``preflight_all`` itself (before creating the cache).
     """
     started = time.perf_counter()
     if judges and not any(item.kind == "qa" for item in items):
         # ARC metrics are deterministic: a judge is never asked, so it need not be reachable either.
         if log is not None:
             log("no question-answer items: the judges are not contacted (ARC metrics need none)")
-        judges = []
-    infos = await preflight_all(judges, settings)
+        judges, infos = [], []
+    infos = await preflight_all(judges, settings) if infos is None else list(infos)
+    if len(infos) != len(judges):
+        raise ValueError(f"{len(infos)} preflight results for {len(judges)} judges")
     preflight_s = time.perf_counter() - started
     rows, plan, jobs = plan_run(items, infos, settings)
     meta = {

@@ -106,7 +106,7 @@ def judge_items_sync(
     )
 
     async def go() -> dict[str, ItemVerdict]:
-        judges = [make_judge(spec, host=host, timeout=timeout) for spec in judge_specs]
+        judges = [make_judge(spec, host=host, timeout=timeout, host_option="judge.host") for spec in judge_specs]
         try:
             with JudgementCache(cache_path) as cache:
                 return await judge_items(parsed, judges, settings, cache)

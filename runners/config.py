@@ -643,7 +643,14 @@ def _type_name(tp: Any) -> str:
 
 
 def _type_error(key: str, value: Any, expected: str) -> str:
-    return f"config key '{key}': expected {expected}, got {value!r} ({type(value).__name__})"
+    message = f"config key '{key}': expected {expected}, got {value!r} ({type(value).__name__})"
+    if isinstance(value, dict) and "str" in expected.split(" or "):
+        # `--set judge.host=a::b`: YAML reads a colon in a plain value as a mapping.
+        message += (
+            f"; YAML read the value as a mapping because of its ':': quote it, e.g. --set '{key}=\"...\"' "
+            "(or put it in quotes in the YAML file)"
+        )
+    return message
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -105,7 +105,16 @@ def imported_verdicts(run_dir: Path, name: str) -> dict[str, str | None] | None:
     path = _verdicts_path(run_dir, name)
     if not path.exists():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DeferredGradingError(
+            f"{path}: cannot read the imported verdicts ({exc}); delete it and run `seal grade import` again"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("verdicts"), dict):
+        raise DeferredGradingError(
+            f"{path}: field 'verdicts' (an object) is missing; delete the file and run `seal grade import` again"
+        )
     return dict(data["verdicts"])
 
 
@@ -132,7 +141,12 @@ def _read_export(grades_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise DeferredGradingError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != VERDICTS_FORMAT:
+    if not isinstance(data, dict):
+        raise DeferredGradingError(
+            f"{path}: expected a JSON object ({VERDICTS_FORMAT!r}), got a {type(data).__name__}; give the --out "
+            "folder of a `seal grade BUNDLE --judge …` run"
+        )
+    if data.get("format") != VERDICTS_FORMAT:
         raise DeferredGradingError(f"{path}: field 'format': expected {VERDICTS_FORMAT!r}, got {data.get('format')!r}")
     if data.get("version") != VERDICTS_VERSION:
         raise DeferredGradingError(
@@ -143,7 +157,30 @@ def _read_export(grades_dir: Path) -> dict[str, Any]:
     for item_id, verdict in data["verdicts"].items():
         if not isinstance(verdict, dict) or not (verdict.get("verdict") is None or isinstance(verdict["verdict"], str)):
             raise DeferredGradingError(f"{path}: field 'verdicts.{item_id}': expected {{\"verdict\": label or null}}")
+    labels: set[str] | None = None
+    for item_id, verdict in data["verdicts"].items():
+        if verdict["verdict"] is None:
+            continue
+        labels = _rubric_labels(path, data.get("rubric")) if labels is None else labels
+        if verdict["verdict"] not in labels:
+            raise DeferredGradingError(
+                f"{path}: field 'verdicts.{item_id}.verdict': {verdict['verdict']!r} is not a verdict of rubric "
+                f"{data.get('rubric') or '(none named)'} (one of {', '.join(sorted(labels))}, or null: unscored); "
+                "grade the bundle again rather than editing the file"
+            )
     return data
+
+
+def _rubric_labels(path: Path, rubric: Any) -> set[str]:
+    """The verdicts a grading with ``rubric`` can give (any known rubric's when the file names none)."""
+    from grading.rubrics import RUBRICS, get_rubric
+
+    if rubric is None:
+        return {label for r in RUBRICS.values() for label in r.labels.values()}
+    try:
+        return set(get_rubric(str(rubric)).labels.values())
+    except ValueError as exc:
+        raise DeferredGradingError(f"{path}: field 'rubric': {exc}") from None
 
 
 def import_verdicts(run_dir: Path, grades_dir: Path) -> list[ImportSummary]:
@@ -169,6 +206,12 @@ def import_verdicts(run_dir: Path, grades_dir: Path) -> list[ImportSummary]:
         name = by_sha.get(source.get("sha256", ""))
         if name is None:
             known = ", ".join(f"grading/{n}/bundle.jsonl" for n in by_sha.values())
+            if "export" not in provenance and "run_dir" in provenance:  # the header of a `seal export` bundle
+                raise DeferredGradingError(
+                    f"{grades_dir}: its input {source.get('path')} is a `seal export` bundle; `seal grade import` "
+                    f"needs the grades of the run's own bundle ({known}: what the deferred stage wrote), "
+                    "not of a `seal export` bundle: grade that file and import its --out folder"
+                )
             raise DeferredGradingError(
                 f"{grades_dir}: its input {source.get('path')} is none of this run's bundles ({known}) byte for "
                 "byte; grade the bundle exactly as exported"

@@ -101,8 +101,54 @@ def classify_status(status: int, message: str, model: str, where: str) -> JudgeE
     return FatalJudgeError(f"request refused with {status} at {where}: {message}")
 
 
+def is_name_resolution_failure(exc: BaseException) -> bool:
+    """Whether a connection error was a DNS failure (socket.gaierror somewhere in its cause chain)."""
+    import socket
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        current = current.__cause__ or current.__context__
+    text = str(exc).lower()
+    return "name or service not known" in text or "name resolution" in text or "nodename nor servname" in text
+
+
 JUDGE_SCHEMES = ("ollama", "openai-compat", "hf")
 _SCHEME_EXAMPLES = "ollama:llama3.2:3b, openai-compat:http://127.0.0.1:8000/v1#<model>, hf:<model id or folder>"
+
+
+def check_url(url: str, where: str) -> str:
+    """``url`` if it is http(s)://host[:port][/path]; else a ValueError naming ``where`` (an option, a spec)."""
+    from urllib.parse import urlsplit
+
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number, e.g. host:1:2)
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not http:// or https://"
+        elif not parts.hostname:
+            problem = "no host"
+    if problem is not None:
+        raise ValueError(f"{where}: {url!r} is not a server URL ({problem}); write http(s)://host[:port][/path]")
+    return url
+
+
+def resolve_ollama_host(host: str | None, option: str = "--host") -> tuple[str, str]:
+    """(URL, where it came from) of the Ollama server: ``host`` (given as ``option``), else $OLLAMA_HOST, else the
+    default; a bare ``host[:port]`` gets http://. Raises ValueError naming the option or OLLAMA_HOST when it is not
+    a URL."""
+    import os
+
+    where = option if host else "OLLAMA_HOST" if os.environ.get("OLLAMA_HOST") else "the default host"
+    raw = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+    return check_url(raw if "://" in raw else f"http://{raw}", where), where
 
 
 def parse_judge_spec(spec: str) -> tuple[str, str]:
@@ -128,6 +174,11 @@ def parse_judge_spec(spec: str) -> tuple[str, str]:
             f"judge spec {spec!r}: write openai-compat:<base_url>#<model>, "
             "e.g. openai-compat:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct"
         )
+    if backend == "openai-compat":
+        base_url, _, model = rest.rpartition("#")
+        check_url(base_url, f"judge spec {spec!r}: the base URL")
+        if not model:
+            raise ValueError(f"judge spec {spec!r} names no model after '#'")
     return backend, rest
 
 
@@ -138,13 +189,16 @@ def make_judge(
     timeout: float = 120.0,
     keep_alive: str = "30m",
     stream: bool = False,
+    host_option: str = "--host",
 ) -> Judge:
-    """Build the judge named by ``spec``; ``host`` applies to Ollama judges."""
+    """Build the judge named by ``spec``; ``host`` (named ``host_option`` in errors) applies to Ollama judges."""
     backend, rest = parse_judge_spec(spec)
     if backend == "ollama":
         from grading.judges.ollama import OllamaJudge
 
-        return OllamaJudge(rest, host=host, timeout=timeout, keep_alive=keep_alive, stream=stream)
+        return OllamaJudge(
+            rest, host=host, timeout=timeout, keep_alive=keep_alive, stream=stream, host_option=host_option
+        )
     if backend == "openai-compat":
         from grading.judges.openai_compat import OpenAICompatJudge
 

@@ -8,7 +8,6 @@ is read with httpx directly.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,28 +16,28 @@ import httpx
 import ollama
 
 from grading.judges import (
-    DEFAULT_OLLAMA_HOST,
     FatalJudgeError,
     JudgeInfo,
     JudgeReply,
     JudgeRequest,
     TransientJudgeError,
     classify_status,
+    is_name_resolution_failure,
+    resolve_ollama_host,
 )
 
 _TRANSPORT_ERRORS = (ConnectionError, httpx.TransportError, asyncio.TimeoutError, TimeoutError, ValueError)
 
 
-def resolve_host(host: str | None) -> str:
-    raw = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
-    return raw if "://" in raw else f"http://{raw}"
+def resolve_host(host: str | None, option: str = "--host") -> str:
+    return resolve_ollama_host(host, option)[0]
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException)):
         return "timed out"
     if isinstance(exc, (ConnectionError, httpx.ConnectError)):
-        return "connection refused"
+        return "host name not found (DNS)" if is_name_resolution_failure(exc) else "connection refused"
     if isinstance(exc, ValueError):  # json.JSONDecodeError, pydantic.ValidationError
         return f"malformed response ({type(exc).__name__})"
     return f"{type(exc).__name__}: {exc}"
@@ -53,10 +52,11 @@ class OllamaJudge:
         timeout: float = 120.0,
         keep_alive: str = "30m",
         stream: bool = False,
+        host_option: str = "--host",
     ) -> None:
         self.model = model
         self.name = f"ollama:{model}"
-        self.host = resolve_host(host)
+        self.host = resolve_host(host, host_option)
         self.timeout = timeout
         self.keep_alive = keep_alive
         self.stream = stream

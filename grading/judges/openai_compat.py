@@ -29,6 +29,7 @@ from grading.judges import (
     JudgeRequest,
     TransientJudgeError,
     classify_status,
+    is_name_resolution_failure,
 )
 
 LLAMA_CPP_PYTHON_TITLE = "llama.cpp Python API"
@@ -38,7 +39,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException)):
         return "timed out"
     if isinstance(exc, httpx.ConnectError):
-        return "connection refused"
+        return "host name not found (DNS)" if is_name_resolution_failure(exc) else "connection refused"
     return f"{type(exc).__name__}: {exc}"
 
 

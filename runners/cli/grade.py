@@ -3,8 +3,9 @@
 Only click and the standard library are imported at module level; the grading package (and through it the
 ``ollama`` client) is imported when a command runs, so ``seal --help`` stays fast. Nothing here imports torch.
 
-Exit codes: 0 all graded; 2 bad input or usage; 1 a judge failed its preflight (nothing graded); 3 items stayed
-unscored (judge down, unparseable or truncated replies) and ``--allow-unscored`` was not given; 130 interrupted.
+Exit codes: 0 all graded; 2 bad input or usage (nothing written); 1 a judge failed its preflight (nothing written);
+3 items stayed unscored (judge down, unparseable or truncated replies) and ``--allow-unscored`` was not given;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ def run(
 ) -> None:
     """Grade INPUT files (export bundles or SEAL result files) into --out."""
     from grading.bundle import InputError, read_inputs
+    from grading.cache import CacheError
     from grading.grade import GradeSettings
-    from grading.judges import make_judge
+    from grading.judges import make_judge, parse_judge_spec, resolve_ollama_host
     from grading.rubrics import get_rubric
 
     if seal_strict and cot:
@@ -170,11 +172,21 @@ def run(
             variance_sample=variance_sample,
             rescore=rescore,
         )
+        for spec in judge_specs:  # every spec and the host are checked before any input is read
+            parse_judge_spec(spec)
+        if host is not None:
+            resolve_ollama_host(host)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     out = out_dir or Path("grades") / inputs[0].stem
+    _check_out(out, "--out" if out_dir else "the default --out")
     try:
         loaded = read_inputs(inputs, max_bytes=int(max_input_mb * 2**20))
+        for source in loaded.sources:
+            if source.n_items == 0:
+                raise InputError(
+                    Path(source.path), None, None, "nothing to grade: it holds no items (was the run finished?)"
+                )
         earlier = _earlier_inputs(out)
         if earlier and {s["sha256"] for s in earlier} != {s.sha256 for s in loaded.sources}:
             if add_inputs:
@@ -185,8 +197,8 @@ def run(
                     f"{out} already holds the grading of other inputs: {held}. Pass --add to grade these beside "
                     "them, --replace to report on these instead (cached verdicts are kept), or another --out"
                 )
-    except InputError as exc:
-        raise click.UsageError(str(exc)) from None
+    except (InputError, CacheError) as exc:
+        raise click.UsageError(_cache_hint(exc)) from None
     try:
         judges = [make_judge(s, host=host, timeout=timeout, keep_alive=keep_alive, stream=stream) for s in judge_specs]
     except ValueError as exc:
@@ -202,6 +214,24 @@ def run(
             "(cached verdicts are kept), or pass --allow-unscored"
         )
         sys.exit(EXIT_UNSCORED)
+
+
+def _check_out(out: Path, option: str) -> None:
+    """Refuse an --out that cannot become a folder (it, or a folder above it, is a file), before any write."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"cannot hold folders: {path} is a file"
+                raise click.UsageError(f"{option} {out} {what}; choose a folder for --out")
+            return
+
+
+def _cache_hint(exc: Exception) -> str:
+    from grading.cache import CacheError
+
+    if isinstance(exc, CacheError):
+        return f"{exc}; delete it (its cached verdicts are lost) or choose another --out"
+    return str(exc)
 
 
 def _earlier_inputs(out: Path) -> list[dict[str, Any]]:
@@ -235,30 +265,48 @@ def _added(earlier: list[dict[str, Any]], new: Any) -> list[Path]:
 def _grade_into(
     out: Path, items: Any, judges: Any, settings: Any, run_meta: dict[str, Any], quiet: bool
 ) -> dict[str, Any]:
-    from grading.cache import JudgementCache
+    from grading.cache import CacheError, JudgementCache
     from grading.grade import grade as grade_items
+    from grading.grade import preflight_all
     from grading.judges import JudgeError
     from grading.report import write_outputs
 
+    log = None if quiet else _echo
+    if judges and not any(item.kind == "qa" for item in items):
+        # ARC metrics are deterministic: a judge is never asked, so it need not be reachable either.
+        if log is not None:
+            log("no question-answer items: the judges are not contacted (ARC metrics need none)")
+        judges = []
+    opened: list[JudgementCache] = []
+
     async def go() -> Any:
         try:
-            return await grade_items(items, judges, settings, cache, run_meta=run_meta, log=None if quiet else _echo)
+            # The judges answer before anything is written: a refused command leaves no --out behind.
+            infos = await preflight_all(judges, settings)
+            opened.append(JudgementCache(out / CACHE_NAME))
+            return await grade_items(items, judges, settings, opened[0], run_meta=run_meta, log=log, infos=infos)
         finally:
             for judge in judges:
                 await judge.aclose()
 
-    with JudgementCache(out / CACHE_NAME) as cache:
+    try:
         try:
             outcome = asyncio.run(go())
         except JudgeError as exc:
-            _echo(f"error: judge unavailable: {exc}")
+            _echo(f"Error: judge unavailable: {exc}")
             sys.exit(EXIT_JUDGE_UNAVAILABLE)
+        except CacheError as exc:
+            raise click.UsageError(_cache_hint(exc)) from None
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         except KeyboardInterrupt:
-            write_outputs(cache, out)
-            _echo(f"interrupted: what was graded is kept in {out / CACHE_NAME}; run the same command to resume")
+            if opened:
+                write_outputs(opened[0], out)
+                _echo(f"interrupted: what was graded is kept in {out / CACHE_NAME}; run the same command to resume")
+            else:
+                _echo("interrupted before grading began: nothing was written")
             sys.exit(EXIT_INTERRUPTED)
+        cache = opened[0]
         for name, reason in outcome.judges_down.items():
             _echo(f"judge {name} stopped: {reason}")
         if not quiet:
@@ -268,6 +316,9 @@ def _grade_into(
                 f"truncated replies, {outcome.failed} votes failed (unscored, never wrong)"
             )
         return write_outputs(cache, out)
+    finally:
+        for cache in opened:
+            cache.close()
 
 
 def _summarise(out: Path, report: dict[str, Any]) -> None:
@@ -298,13 +349,16 @@ def report(directory: Path, as_json: bool) -> None:
     """Rebuild verdicts.jsonl, report.md and report.json of DIR from its cache, and print the report."""
     import json
 
-    from grading.cache import JudgementCache
+    from grading.cache import CacheError, JudgementCache
     from grading.report import render_markdown, write_outputs
 
     if not (directory / CACHE_NAME).is_file():
         raise click.UsageError(f"{directory} holds no grading run ({CACHE_NAME} is missing); run `seal grade` first")
-    with JudgementCache(directory / CACHE_NAME) as cache:
-        built = write_outputs(cache, directory)
+    try:
+        with JudgementCache(directory / CACHE_NAME) as cache:
+            built = write_outputs(cache, directory)
+    except CacheError as exc:
+        raise click.UsageError(f"{exc}; delete it and grade again (its cached verdicts are lost)") from None
     click.echo(json.dumps(built, indent=2) if as_json else render_markdown(built))
 
 

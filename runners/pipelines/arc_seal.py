@@ -156,5 +156,10 @@ def export_items(cfg: Config, store: RunStore) -> list[dict[str, Any]]:
                 "model": cfg.model.spec,
                 "config_hash": getattr(record, "config_hash", None),
             }
-            items += domain.grading_items(group, record.result["evaluation"], provenance)
+            # One report row per stage (the in-context baseline, each iteration's base and self-edits, each
+            # control), as knowledge bundles are grouped: pooled, they would read as one condition.
+            items += [
+                {**item, "group": item.get("group") or stage}
+                for item in domain.grading_items(group, record.result["evaluation"], provenance)
+            ]
     return items

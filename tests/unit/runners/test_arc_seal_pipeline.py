@@ -193,6 +193,11 @@ def test_export_covers_every_iteration_and_control_with_provenance(tmp_path: Pat
     assert all(item.provenance["config_hash"] == manifest["config_hash"] for item in items)
     assert all(item.gold for item in items)
     assert all(item.outputs and 0 <= item.outputs["unparseable"] <= item.outputs["total"] for item in items)
+    assert all(item.group == item.provenance["condition"] for item in items)  # one report row per stage
+    graded = CliRunner().invoke(main, ["grade", str(bundle), "--out", str(tmp_path / "grades"), "--quiet"])
+    assert graded.exit_code == 0, graded.output
+    report = json.loads((tmp_path / "grades" / "report.json").read_text())
+    assert {row["group"] for row in report["by_input"]} - {"(all)"} == conditions
 
 
 def test_only_and_limit_name_tasks_and_later_stages_wait_instead_of_crashing(tmp_path: Path) -> None:

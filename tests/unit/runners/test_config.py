@@ -163,3 +163,9 @@ def test_an_experiment_extends_another_and_a_cycle_is_refused(tmp_path: Path, mo
     monkeypatch.setenv("SEAL_CONFIGS", str(tmp_path))
     with pytest.raises(ConfigError, match="cycle"):
         load_config("a", None)
+
+
+def test_a_set_value_yaml_read_as_a_mapping_says_to_quote_it() -> None:
+    with pytest.raises(ConfigError, match=r"read the value as a mapping.*quote it, e.g. --set 'judge.host="):
+        load_config("arc_ttt_oracle", "t4", ["judge.host=notaurl::::"])
+    assert load_config("arc_ttt_oracle", "t4", ['judge.host="notaurl::::"']).judge.host == "notaurl::::"

@@ -170,6 +170,11 @@ def test_deferred_grading_waits_for_verdicts_graded_elsewhere_then_the_iteration
     assert "unscored" in done.output
     assert _records(run_dir, "it0.select")["select"].result["candidates"] == 4
 
+    verdicts_file = run_dir / "grading" / "it0" / "verdicts.json"
+    verdicts_file.write_text('{"verd\x01icts": {}}')  # a control character: not valid JSON
+    report = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert report.exit_code != 0 and str(verdicts_file) in report.output, report.output
+
 
 def test_grades_of_another_run_or_an_edited_bundle_are_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
