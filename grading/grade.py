@@ -170,7 +170,8 @@ class _Run:
             self._last_log = now
             unusable = self.stored - self.scored
             self.log(
-                f"judged {self.done}/{self.total}: {self.scored} scored, {unusable + self.failed} unscored "
+                # requests, not items: the variance re-judges are requests too
+                f"judge requests {self.done}/{self.total}: {self.scored} scored, {unusable + self.failed} unscored "
                 f"({unusable} unparseable or truncated replies, {self.failed} failed requests)"
             )
 

@@ -592,11 +592,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
     if report.get("throughput"):
         t = report["throughput"]
+        # a rate over no requests (no judge, or every verdict from the cache) is a number about nothing
+        rate = (
+            f"{_fmt(t['items_per_s'])} items/s over {_fmt(t['wall_s'])} s; "
+            if t.get("requests_sent")
+            else "no judge requests timed; "
+        )
         lines += [
             "## Throughput",
             "",
-            f"{_fmt(t['items_per_s'])} items/s over {_fmt(t['wall_s'])} s; "
-            f"{t['requests_sent']} requests sent, "
+            rate + f"{t['requests_sent']} requests sent, "
             f"{t['cached']} answered from the cache; latency p50 {_fmt(t['latency_p50_s'])} s, "
             f"p95 {_fmt(t['latency_p95_s'])} s; prompt {_fmt(t['prompt_tokens_per_s'])} tokens/s, "
             f"decode {_fmt(t['decode_tokens_per_s'])} tokens/s (server counters).",

@@ -65,6 +65,7 @@ def test_grade_then_report(server: FakeOllama, inputs: list[str], tmp_path: Path
     report = _invoke("report", str(out))
     assert report.exit_code == 0
     assert report.output.startswith("# Grading report") and "input labels `seal_published`" in report.output
+    assert "items/s over" in report.output  # requests were sent: their rate is reported
     assert len(read_verdicts(out / "verdicts.jsonl")[1]) == 8  # rebuilt from the cache
     as_json = json.loads(_invoke("report", str(out), "--json").output)
     assert as_json["overall"]["qa"]["judges"][f"ollama:{MODEL}"]["accuracy"] == pytest.approx(5 / 8)
@@ -121,6 +122,8 @@ def test_usage_errors(inputs: list[str], tmp_path: Path, flags: list[str], messa
 def test_without_a_judge_only_metrics_run(inputs: list[str], tmp_path: Path) -> None:
     result = _invoke(*inputs, "--out", str(tmp_path / "o"))
     assert result.exit_code == 0 and "EM" in result.output
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "items/s" not in report  # no requests: no rate over a wall time of nothing
 
 
 def test_report_needs_a_grading_folder(tmp_path: Path) -> None:

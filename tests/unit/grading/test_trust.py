@@ -112,7 +112,7 @@ def test_progress_counts_unusable_replies_as_unscored(server: FakeOllama, tmp_pa
     lines: list[str] = []
     outcome, records = run_grade(server.url, qa_items(3), tmp_path / "c.sqlite", log=lines.append)
     assert outcome.stored == 3 and outcome.scored == 0
-    assert "judged 3/3: 0 scored, 3 unscored (3 unparseable or truncated replies, 0 failed requests)" in lines
+    assert "judge requests 3/3: 0 scored, 3 unscored (3 unparseable or truncated replies, 0 failed requests)" in lines
     assert all(r["judges"][f"ollama:{MODEL}"]["status"] == "unparseable" for r in records)
 
 
