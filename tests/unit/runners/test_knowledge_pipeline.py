@@ -311,3 +311,21 @@ def test_held_out_passages_evaluate_the_base_and_the_final_model_beside_the_cont
     assert _records(run_dir, "ctl.passage")["p0002"].result["evaluation"]["sequences"] == 1
     report = (run_dir / "report" / "knowledge_seal.md").read_text()
     assert "train on passage only" in report and "passage repeated (control)" in report
+
+
+def test_the_selection_line_counts_the_scored_candidates_not_all_of_them(tmp_path: Path) -> None:
+    from runners.pipelines.seal_loop import stage_outcome
+
+    store = RunStore(tmp_path / "run")
+    result = {"rule": "top1", "candidates": 4, "scored": 0, "selected": []}
+    store.journal("it0.select").append(UnitRecord("select", "ok", None, result, 0.0))
+    line = stage_outcome(None, store, "it0.select")  # type: ignore[arg-type]
+    assert line == "0 of 0 scored self-edits selected (top1); 4 candidates without a reward"
+
+
+def test_a_selection_records_how_many_of_its_candidates_were_scored(metric_run: Path) -> None:
+    inner = _records(metric_run, "it0.inner")
+    select = _records(metric_run, "it0.select")["select"].result
+    ok = [r for r in inner.values() if r.status == "ok"]
+    assert select["candidates"] == len(ok)
+    assert select["scored"] == sum(1 for r in ok if r.result["reward"] is not None)
