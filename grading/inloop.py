@@ -115,3 +115,26 @@ def judge_items_sync(
                 await judge.aclose()
 
     return asyncio.run(go())
+
+
+def check_judges_sync(
+    judge_specs: Sequence[str],
+    *,
+    host: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 3,
+    rubric: str = "seal-yesno",
+) -> None:
+    """The judges' preflight alone (version, model, warm-up: what `seal grade` checks before grading), for a loop
+    that wants to know the judge answers before its first stage that needs it. Raises ``JudgeError``."""
+    settings = GradeSettings(rubric=get_rubric(rubric), max_attempts=max(1, retries))
+
+    async def go() -> None:
+        judges = [make_judge(spec, host=host, timeout=timeout) for spec in judge_specs]
+        try:
+            await preflight_all(judges, settings)
+        finally:
+            for judge in judges:
+                await judge.aclose()
+
+    asyncio.run(go())

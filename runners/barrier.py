@@ -46,6 +46,16 @@ def check_needs(stages: list[StageSpec]) -> None:
         seen.add(spec.name)
 
 
+def done_units(store: RunStore, spec: StageSpec) -> set[str]:
+    """The units of `spec` recorded as done, less those whose record the stage's `redo` says is not final (a
+    reward written while its answers were unscored, by an older version): those are processed again."""
+    done = store.journal(spec.name).done_units()
+    if spec.redo is None or not done:
+        return done
+    records = store.records(spec.name)
+    return {u for u in done if not (u in records and spec.redo(records[u]))}
+
+
 def check_barrier(
     store: RunStore,
     spec: StageSpec,
@@ -71,7 +81,7 @@ def check_barrier(
         if mine is not None:
             need_group = specs[need].group or (lambda unit: unit)
             needed_units = [u for u in needed_units if need_group(u) in mine]
-        done = store.journal(need).done_units()  # every journal*.jsonl of the stage: all chunks
+        done = done_units(store, specs[need])  # every journal*.jsonl of the stage: all chunks
         missing = [u for u in needed_units if u not in done]
         if missing:
             chunks = _chunks_holding(specs[need], needed_units, set(missing), selection)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runners.barrier import Waiting, check_barrier, check_needs
+from runners.barrier import Waiting, check_barrier, check_needs, done_units
 from runners.chunks import Chunk, ClaimBoard, SelectionError, check_only, select_units, worker_identity
 from runners.names import check_stage_name, check_unit_ids
 from runners.store import DONE_STATUSES, RunStore, Status, UnitRecord
@@ -60,6 +60,9 @@ class StageSpec:
     # Called once the barrier is met: None when the stage may start, else what it waits for outside the run
     # (verdicts graded elsewhere). It may prepare what the outside needs (write the bundle to grade).
     ready: Callable[[], str | None] | None = None
+    # A recorded (ok/invalid) unit whose record this says is not final counts as not done: it is processed again
+    # and its new line replaces the old one (records an older version wrote before it knew better).
+    redo: Callable[[UnitRecord], bool] | None = None
 
     def __post_init__(self) -> None:
         check_stage_name(self.name)
@@ -168,8 +171,17 @@ def run_stage(
     worker_name = f"{worker['host']}:{worker['pid']}:{worker['id']}"
     journal = store.journal(spec.name)
     selected = _select(spec, resolve_units(store, spec), selection)
-    done = journal.done_units()
+    done = done_units(store, spec)
     todo = [u for u in selected if u not in done]
+
+    def is_done(unit: str) -> bool:
+        if not journal.is_done(unit):
+            return False
+        if spec.redo is None:
+            return True
+        record = journal.records().get(unit)
+        return record is None or not spec.redo(record)
+
     summary = StageSummary(stage=spec.name, selected=len(selected), already_done=len(selected) - len(todo))
     board = ClaimBoard(store.claims_dir(spec.name), claim_timeout_s, worker)
     board.sweep(done)
@@ -201,12 +213,12 @@ def run_stage(
         for attempt in range(2):  # a second pass takes over claims whose holders died during the first
             held: list[str] = []
             for unit in pending:
-                if journal.is_done(unit):
+                if is_done(unit):
                     continue  # finished by another worker meanwhile
                 if not board.try_claim(unit):
                     held.append(unit)
                     continue
-                if journal.is_done(unit):  # re-check under the claim: no unit is processed twice
+                if is_done(unit):  # re-check under the claim: no unit is processed twice
                     board.release(unit)
                     continue
                 for finished in executor.submit(unit):  # a local executor finishes it now; Ray when a slot frees
@@ -217,7 +229,7 @@ def run_stage(
             if not pending or attempt == 1:
                 break
             time.sleep(0.2)
-        summary.held_elsewhere = [u for u in pending if not journal.is_done(u)]
+        summary.held_elsewhere = [u for u in pending if not is_done(u)]
     finally:
         board.close()  # releases the claims of units still in flight (an interrupted driver)
         if bar is not None:
@@ -263,7 +275,10 @@ def _process_one(
             message = reason.splitlines()[0][:300]
             tail = "".join(traceback.format_exception(exc)[-3:])[-2000:]
             if not oom:
-                log.error("unit %s failed: %s", unit, exc, exc_info=True)
+                # One line on the console (the reason is in the unit's journal record too); the traceback goes
+                # only to the worker's log file, whose handler takes INFO while the console shows WARNING and up.
+                log.error("unit %s failed: %s", unit, message)
+                log.info("unit %s failed: traceback", unit, exc_info=True)
         if failure is None:
             break
         del failure  # the traceback's frames hold the attempt's tensors: drop them before retrying

@@ -123,6 +123,17 @@ def recorded_sync(location: str) -> str | None:
         raise UserError(str(exc)) from None
 
 
+def _first_error(store, summaries) -> str:  # type: ignore[no-untyped-def]
+    """`: STAGE UNIT: reason` of one unit that failed in this session (the others' are in their journal lines)."""
+    for s in summaries:
+        if not s.by_status.get("error"):
+            continue
+        for unit, record in sorted(store.records(s.stage).items()):
+            if record.status == "error" and record.reason:
+                return f", e.g. {s.stage} {unit}: {record.reason.splitlines()[0][:400]}"
+    return ""
+
+
 def execute_run(
     experiment: str | None,
     *,
@@ -199,6 +210,8 @@ def execute_run(
     from runners.memory_check import check_before_start
 
     refused = check_before_start(cfg)  # before the manifest: a plan that cannot fit must not become the run's
+    if refused is None and hasattr(pipeline, "preflight"):
+        refused = pipeline.preflight(cfg, store, stages)  # a service the stages need (a judge) answers
     if refused is not None:
         store.close()
         raise UserError(refused)
@@ -240,7 +253,7 @@ def execute_run(
             oom_retries=cfg.run.oom_retries,
             make_executor=make_executor,
         )
-    except (SelectionError, InvalidNameError) as exc:
+    except (SelectionError, InvalidNameError, RunStoreError) as exc:
         logging.getLogger("seal.run").error("stopped: %s", exc)
         raise UserError(str(exc)) from None
     except KeyboardInterrupt:  # Ctrl-C: what was recorded stays; only the unit in flight is redone
@@ -274,7 +287,10 @@ def execute_run(
         click.echo(pipeline.summarize(cfg, store))
     errors = sum(s.by_status.get("error", 0) for s in summaries)
     if errors:
-        raise UserError(f"{errors} unit(s) failed with errors (see {store.root}/logs); run again to retry them")
+        raise UserError(
+            f"{errors} unit(s) failed with errors{_first_error(store, summaries)} (see {store.root}/logs); run "
+            "again to retry them"
+        )
     waiting = next((s.waiting for s in summaries if s.waiting is not None), None)
     if waiting is not None:
         click.echo(waiting.message(), err=True)

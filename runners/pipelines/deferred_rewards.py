@@ -9,7 +9,8 @@ Two stages follow the inner loops of an iteration (or of an evaluation) whose do
                       until `seal grade import RUN_DIR GRADES_DIR` has brought a verdict for every item back
 
 Between the two the user runs `seal grade <bundle> --judge ollama:<model> --out GRADES_DIR` where a judge answers.
-An item the judge left unscored stays unscored: the reward it decides is None (never a 0) and is counted.
+An item the judge left unscored is no wrong answer and no final reward: the reward stage keeps waiting (exit 75,
+saying how many answers are unscored) until a later grading, imported, scores it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from runners.config import Config
 from runners.stage import Outcome, StageSpec
-from runners.store import RunStore
+from runners.store import RunStore, RunStoreError, UnitRecord
 
 EXPORT_UNIT = "bundle"
 
@@ -79,7 +80,32 @@ def deferred_reward_stages(
         expected = exported.result.get("items", 0) if exported is not None else 0
         if len(verdicts) < expected:
             return f"{expected - len(verdicts)} of {expected} answers of {prefix} have no verdict yet: {how}"
+        unscored = sum(1 for v in verdicts.values() if v is None)
+        if unscored:
+            # A verdict the judge could not give (down, erroring, unparseable replies) is no wrong answer and no
+            # final reward: the rewards wait until a later grading scores it.
+            again = (
+                f"grade {bundle} again where a judge answers (`seal grade {bundle.name} --judge ollama:<model> "
+                f"--out <grades>`; run with the same --out it retries only what is unscored), bring <grades> back "
+                f"and run `seal grade import {store.root} <grades>`, then run this command again"
+            )
+            return f"{unscored} of {expected} answers of {prefix} are still unscored by the judge: {again}"
+        _refuse_stale_downstream()
         return None
+
+    def _refuse_stale_downstream() -> None:
+        """Rewards an older version recorded unscored (ok, reward None) are recomputed (`redo`); the stages after
+        them cannot be, if they already ran on those rewards: the journal is append-only and has no way to
+        invalidate a finished stage's records and everything built on them."""
+        if not any(reward_not_final(r) for r in store.records(reward).values()):
+            return
+        later = [s for s in (f"{prefix}.select", f"{prefix}.sft", f"{prefix}.merge") if store.records(s)]
+        if later:
+            raise RunStoreError(
+                f"{reward} holds rewards recorded while their answers were unscored (by an earlier version), and "
+                f"{', '.join(later)} already ran on them: their selection is not what the graded rewards give, and "
+                f"the run cannot be corrected in place; start a new run directory for the iterations from {prefix} on"
+            )
 
     def make_reward() -> Any:
         verdicts = imported_verdicts(store.root, name) or {}
@@ -99,15 +125,22 @@ def deferred_reward_stages(
             result = record.result or {}
             if record.status != "ok":
                 return Outcome("invalid", {"reward": result.get("reward"), "code": result.get("code")}, record.reason)
+            base_unscored = int((base_evaluation.get("scores") or {}).get("unscored") or 0)
             if result.get("zero_epochs"):
-                return Outcome("ok", {"reward": base_reward, "zero_epochs": True, "base_reward": base_reward})
+                out = {"reward": base_reward, "zero_epochs": True, "base_reward": base_reward}
+                return _final(unit, {**out, "unscored": base_unscored})
             evaluation, value = domain.rescore(
                 result["evaluation"], verdicts, base_evaluation, item_prefix(prefix, unit)
             )
-            return Outcome(
-                "ok",
-                {"reward": value, "base_reward": base_reward, "scores": evaluation.get("scores"), "k": result["k"]},
-            )
+            unscored = int((evaluation.get("scores") or {}).get("unscored") or 0) + base_unscored
+            out = {"reward": value, "base_reward": base_reward, "scores": evaluation.get("scores"), "k": result["k"]}
+            return _final(unit, {**out, "unscored": unscored})
+
+        def _final(unit: str, result: dict[str, Any]) -> Outcome:
+            if result["unscored"]:  # `ready` waits for every verdict; one missing here is no final reward either
+                why = f"{result['unscored']} answers of {unit} (or of its base) are unscored: its reward is not final"
+                return Outcome("error", result, why)
+            return Outcome("ok", result)
 
         return process
 
@@ -120,8 +153,21 @@ def deferred_reward_stages(
             needs=(export,),
             group=lambda unit: unit.rsplit(".k", 1)[0],
             ready=ready,
+            redo=reward_not_final,
         ),
     ]
+
+
+def reward_not_final(record: UnitRecord) -> bool:
+    """A reward recorded ok while answers it depends on were unscored: not a result, processed again once graded.
+    Records of this version carry their `unscored` count (never > 0 when ok); an older version's record with no
+    reward and no count was written so (its answers unscored) and is recomputed once."""
+    result = record.result or {}
+    if record.status != "ok" or result.get("reward") is not None:
+        return False
+    if "unscored" in result:
+        return bool(result["unscored"])
+    return True
 
 
 def _provenance(cfg: Config, iteration: int, prefix: str, stage: str, unit: str, k: int | None) -> dict[str, Any]:

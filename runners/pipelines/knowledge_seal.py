@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ CONFIG_EXCLUDE = (  # besides runners.config.OPERATIONAL_KEYS, which no identity
         )
     ),
 )
+
+log = logging.getLogger(__name__)
 
 PASSAGE, REPEAT = "ctl.passage", "ctl.repeat"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -207,6 +210,10 @@ def passage_recipe(cfg: Config, style: str, lora_train: Any = None) -> Any:
     )
 
 
+class JudgeFailed(RuntimeError):
+    """The in-loop judge could not score an answer: the unit that asked is recorded `error` (retried)."""
+
+
 def make_judge(cfg: Config, store: RunStore) -> Any:
     """The in-loop judge: grading items → verdicts, through the grading package's cache in the run directory
     (shared by every worker of the run; one worker never wipes another's rows)."""
@@ -216,16 +223,30 @@ def make_judge(cfg: Config, store: RunStore) -> Any:
     cache = store.root / "grading" / "judge-cache.sqlite"
 
     def judge(items: list[dict[str, Any]]) -> dict[str, str | None]:
-        verdicts = judge_items_sync(
-            items,
-            [spec.spec],
-            cache,
-            rubric=spec.rubric,
-            host=spec.host,
-            concurrency=spec.concurrency,
-            timeout=spec.timeout_s,
-            retries=spec.retries,
-        )
+        from grading.judges import JudgeError
+
+        try:
+            verdicts = judge_items_sync(
+                items,
+                [spec.spec],
+                cache,
+                rubric=spec.rubric,
+                host=spec.host,
+                concurrency=spec.concurrency,
+                timeout=spec.timeout_s,
+                retries=spec.retries,
+            )
+        except JudgeError as exc:
+            raise JudgeFailed(f"judge {spec.spec} failed: {str(exc).splitlines()[0]}") from None
+        unscored = [v for v in verdicts.values() if v.verdict is None]
+        if unscored:
+            # The judge was down, erred or its replies did not parse: an infrastructure failure, never a wrong
+            # answer and never a finished reward. The unit becomes `error` and is retried on the next run.
+            why = (unscored[0].reason or "no reason given").splitlines()[0][:300]
+            raise JudgeFailed(
+                f"judge {spec.spec} failed: {len(unscored)} of {len(verdicts)} answers unscored ({why}); run again "
+                "once the judge answers"
+            )
         return {item_id: v.verdict for item_id, v in verdicts.items()}
 
     return judge
@@ -298,6 +319,13 @@ def _check(cfg: Config) -> None:
 
 def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
     _check(cfg)
+    if cfg.judge.spec == "deferred" and correctness(cfg) != "judge":
+        # The platform profiles set judge.spec deferred for every experiment; a metric chosen by name needs none.
+        log.warning(
+            "judge.spec deferred is not used: knowledge.correct is %s (a metric, no verdicts to grade); set "
+            "knowledge.correct=judge (or auto) to export the answers for grading",
+            cfg.knowledge.correct,
+        )
     domain, _, held_out = build_domain(cfg, store)
 
     def load_worker(model_path: str) -> Any:
@@ -313,6 +341,33 @@ def stages(cfg: Config, store: RunStore) -> list[StageSpec]:
         eval_groups=[p.id for p in held_out] if held_out is not None else None,
     )
     return seal_stages(cfg, store, parts, control_stages(cfg, store, parts))
+
+
+def preflight(cfg: Config, store: RunStore, specs: list[StageSpec]) -> str | None:
+    """One line when the in-loop judge does not answer and a stage that asks it still has units to do (checked
+    before the run starts, as `seal grade` does); None otherwise."""
+    if correctness(cfg) != "judge" or cfg.judge.spec in (None, "deferred"):
+        return None
+    judged = [s for s in specs if s.name.endswith((".base", ".inner")) or s.name.startswith("ctl.")]
+    if not any(not isinstance(s.units, list) or set(s.units) - store.journal(s.name).done_units() for s in judged):
+        return None
+    from grading.inloop import check_judges_sync
+    from grading.judges import JudgeError
+
+    try:
+        check_judges_sync(
+            [cfg.judge.spec],
+            host=cfg.judge.host,
+            timeout=cfg.judge.timeout_s,
+            retries=min(cfg.judge.retries, 3),
+            rubric=cfg.judge.rubric,
+        )
+    except JudgeError as exc:
+        return (
+            f"judge.spec {cfg.judge.spec} does not answer: {str(exc).splitlines()[0]} (start it, or set judge.host; "
+            "or judge.spec=deferred to grade elsewhere), then run again"
+        )
+    return None
 
 
 def _train_ids(cfg: Config, i: int) -> list[str]:
@@ -394,7 +449,9 @@ def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
         scores = [s for s in scores if s]
         rewards = [(r.result or {}).get("reward") for r in records.values() if r.status == "ok"]
         scored = [x for x in rewards if x is not None]
-        unscored = len(rewards) - len(scored)
+        # Unscored answers (the judge's verdicts missing) and the units holding them: not units alone.
+        holding = [_unscored_answers(r.result or {}) for r in records.values() if r.status == "ok"]
+        unscored_answers, unscored = sum(holding), sum(1 for n in holding if n)
 
         def mean(key: str) -> str:
             values = [s[key] for s in scores if s.get(key) is not None]
@@ -406,7 +463,8 @@ def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
         if scored:
             parts.append(f"mean reward {sum(scored) / len(scored):.3f}")
         if unscored:
-            parts.append(f"{unscored} unscored")
+            what = "self-edits" if step in ("inner", "reward") else "passages"
+            parts.append(f"{unscored_answers} answers of {unscored} {what} unscored")
         invalid = sum(1 for r in records.values() if r.status == "invalid")
         if invalid:
             parts.append(f"{invalid} unusable")
@@ -415,6 +473,14 @@ def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
         r = next(iter(records.values())).result or {}
         return f"{r.get('items')} answers exported for grading: {r.get('bundle')}"
     return loop_stage_outcome(cfg, store, stage)
+
+
+def _unscored_answers(result: dict[str, Any]) -> int:
+    """How many of a record's answers have no verdict: its own count, or its scores' (inner, controls)."""
+    if "unscored" in result:
+        return int(result["unscored"] or 0)
+    scores = result.get("evaluation", {}).get("scores") or result.get("scores") or {}
+    return int(scores.get("unscored") or 0)
 
 
 def summarize(cfg: Config, store: RunStore) -> str:

@@ -420,6 +420,7 @@ def _restem_stages(cfg: Config, store: RunStore, i: int, workers: WorkerPool, re
             result = {
                 "rule": cfg.seal.select,
                 "candidates": len(candidates),
+                "scored": sum(1 for c in candidates if c.reward is not None),
                 "selected": [[item.group, item.k] for item in chosen],
                 "per_group": per_group,
             }
@@ -569,7 +570,12 @@ def stage_outcome(cfg: Config, store: RunStore, stage: str) -> str | None:
         )
     if step == "select":
         r = results[0]
-        return f"{len(r.get('selected', []))} of {r.get('candidates', 0)} scored self-edits selected ({r.get('rule')})"
+        chosen = len(r.get("selected", []))
+        if "scored" not in r:  # recorded before selections counted their scored candidates
+            return f"{chosen} of {r.get('candidates', 0)} candidate self-edits selected ({r.get('rule')})"
+        unscored = r.get("candidates", 0) - r["scored"]
+        tail = f"; {unscored} candidates without a reward" if unscored else ""
+        return f"{chosen} of {r['scored']} scored self-edits selected ({r.get('rule')}){tail}"
     if step == "sft":
         r = results[0]
         if r.get("carried_forward"):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from runners.cli import main
 from runners.cli.driver import EXIT_WAITING
-from runners.store import RunStore
+from runners.store import RunStore, UnitRecord
 from tests.fixtures.ollama_server import FakeOllama
 
 REPO = Path(__file__).resolve().parents[3]
@@ -122,6 +122,51 @@ def test_an_in_loop_judge_decides_accuracy_and_its_verdicts_are_recorded(tmp_pat
     assert (tmp_path / "run" / "grading" / "judge-cache.sqlite").exists()
 
 
+def test_an_in_loop_judge_that_fails_records_errors_not_rewards_and_the_next_run_retries_them(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    judged = ["--set", f"judge.spec=ollama:{JUDGE}", "--set", "knowledge.correct=auto",
+              "--set", "knowledge.reward=accuracy", "--set", "seal.evaluate_final=false"]  # fmt: skip
+    with FakeOllama(models=(JUDGE,)) as fake:
+        fake.always("500")  # it answers its version and loads the model, then fails every verdict
+        failed = _rl(run_dir, *judged, "--set", f"judge.host={fake.url}", "--set", "judge.retries=1")
+        assert failed.exit_code == 1, failed.output
+        assert f"judge ollama:{JUDGE} failed" in failed.output and "run again" in failed.output
+        assert "Traceback" not in failed.output
+        base = _records(run_dir, "it0.base")
+        assert base and all(r.status == "error" and "judge" in r.reason for r in base.values())
+        assert not _records(run_dir, "it0.inner") and not _records(run_dir, "it0.select")
+        log = "".join(p.read_text() for p in (run_dir / "logs").glob("worker-*.log"))
+        assert "Traceback" in log  # the full traceback is in the worker's log file only
+
+        fake.always(None)
+        again = _rl(run_dir, *judged, "--set", f"judge.host={fake.url}")
+        assert again.exit_code == 0, again.output
+    inner = _records(run_dir, "it0.inner")
+    assert all(r.status != "error" for r in inner.values())
+    assert all(r.result["reward"] is not None for r in inner.values() if r.status == "ok")
+    assert "unscored" not in again.output
+
+
+def test_an_unreachable_in_loop_judge_is_refused_in_one_line_before_anything_runs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = _rl(run_dir, "--set", f"judge.spec=ollama:{JUDGE}", "--set", "judge.host=http://127.0.0.1:9",
+                 "--set", "knowledge.correct=auto", "--set", "judge.retries=1")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"judge.spec ollama:{JUDGE} does not answer: Ollama at http://127.0.0.1:9" in result.output
+    assert "Traceback" not in result.output and not run_dir.exists()
+
+
+def test_deferred_grading_with_a_metric_chosen_by_name_says_it_is_not_used(tmp_path: Path, caplog: Any) -> None:
+    from runners.config import load_config
+    from runners.pipelines import knowledge_seal
+    from runners.platform import resolve_profile
+
+    cfg = load_config("demo", resolve_profile("cpu"), ["model.spec=tiny", "judge.spec=deferred"])
+    with caplog.at_level("WARNING"):
+        knowledge_seal.stages(cfg, RunStore(tmp_path / "run"))
+    assert "judge.spec deferred is not used: knowledge.correct is contains" in caplog.text
+
+
 def test_deferred_grading_waits_for_verdicts_graded_elsewhere_then_the_iteration_continues(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     deferred = ["--set", "judge.spec=deferred", "--set", "knowledge.reward=accuracy",
@@ -135,6 +180,7 @@ def test_deferred_grading_waits_for_verdicts_graded_elsewhere_then_the_iteration
     inner_item = next(i for i in items if ".k" in i["item_id"])
     assert {"iteration", "passage", "self_edit", "round", "question"} <= set(inner_item["provenance"])
     assert all(r.result["reward"] is None for r in _records(run_dir, "it0.inner").values() if r.status == "ok")
+    assert "16 answers of 4 self-edits unscored" in first.output  # answers and the self-edits holding them
     assert _rl(run_dir, *deferred).exit_code == EXIT_WAITING  # still waiting: nothing imported
 
     grades = tmp_path / "grades"
@@ -156,19 +202,68 @@ def test_deferred_grading_waits_for_verdicts_graded_elsewhere_then_the_iteration
     again = CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)])
     assert again.exit_code == 0  # idempotent
 
+    # One answer unscored: its self-edit's reward is not final, so the stage keeps waiting and says for what.
+    waiting = _rl(run_dir, *deferred)
+    assert waiting.exit_code == EXIT_WAITING, waiting.output
+    assert "1 of 24 answers of it0 are still unscored" in waiting.output and "seal grade import" in waiting.output
+    assert not _records(run_dir, "it0.reward") and not _records(run_dir, "it0.select")
+    # What an earlier version recorded meanwhile (ok, reward None although unscored) is not taken as done.
+    journal = RunStore(run_dir).journal("it0.reward")
+    for name in _records(run_dir, "it0.inner"):
+        journal.append(UnitRecord(name, "ok", None, {"reward": None, "base_reward": None, "k": 0}, 0.0))
+    assert _rl(run_dir, *deferred).exit_code == EXIT_WAITING
+
+    # Graded again where the judge answers (the same --out retries what is unscored), imported: the rewards follow.
+    with FakeOllama(models=(JUDGE,)) as fake:
+        regraded = subprocess.run(
+            [sys.executable, "-m", "runners.cli", "grade", str(bundle), "--judge", f"ollama:{JUDGE}",
+             "--host", fake.url, "--out", str(grades), "--variance-sample", "0"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert regraded.returncode == 0, regraded.stderr[-2000:]
+    imported = CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)])
+    assert imported.exit_code == 0 and "24 of 24 answers scored, 0 unscored" in imported.output, imported.output
+
     done = _rl(run_dir, *deferred)
     assert done.exit_code == 0, done.output
+    assert "stage it0.reward: 4 selected, 0 already recorded, processed 4" in done.output
     rewards = _records(run_dir, "it0.reward")
-    unit = inner_item["provenance"]["unit_id"]
-    assert rewards[unit].result["reward"] is None  # one unscored answer: no reward, never a 0
-    verdicts = export["verdicts"]
+    verdicts = json.loads((grades / "verdicts.export.json").read_text())["verdicts"]
     for name, record in rewards.items():
-        if name == unit or record.status != "ok" or record.result.get("zero_epochs"):
-            continue
+        assert record.status == "ok" and record.result["unscored"] == 0
         mine = [v["verdict"] for k, v in verdicts.items() if k.startswith(f"it0/{name}/")]
+        assert None not in mine
         assert record.result["reward"] == pytest.approx(sum(v == "correct" for v in mine) / len(mine))
-    assert "unscored" in done.output
-    assert _records(run_dir, "it0.select")["select"].result["candidates"] == 4
+    select = _records(run_dir, "it0.select")["select"].result
+    assert select["candidates"] == select["scored"] == 4
+    assert f"{len(select['selected'])} of 4 scored self-edits selected" in done.output
+
+
+def test_rewards_an_older_version_recorded_unscored_refuse_a_run_that_already_selected_on_them(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    deferred = ["--set", "judge.spec=deferred", "--set", "knowledge.reward=accuracy",
+                "--set", "knowledge.correct=judge", "--set", "seal.evaluate_final=false"]  # fmt: skip
+    assert _rl(run_dir, *deferred).exit_code == EXIT_WAITING
+    bundle = run_dir / "grading" / "it0" / "bundle.jsonl"
+    grades = tmp_path / "grades"
+    with FakeOllama(models=(JUDGE,)) as fake:
+        graded = subprocess.run(
+            [sys.executable, "-m", "runners.cli", "grade", str(bundle), "--judge", f"ollama:{JUDGE}",
+             "--host", fake.url, "--out", str(grades), "--variance-sample", "0"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert graded.returncode == 0, graded.stderr[-2000:]
+    assert CliRunner().invoke(main, ["grade", "import", str(run_dir), str(grades)]).exit_code == 0
+    store = RunStore(run_dir)  # as the old version left it: rewards null, and the selection made on them
+    for name in _records(run_dir, "it0.inner"):
+        store.journal("it0.reward").append(UnitRecord(name, "ok", None, {"reward": None, "k": 0}, 0.0))
+    store.journal("it0.select").append(UnitRecord("select", "ok", None, {"candidates": 4, "selected": []}, 0.0))
+    refused = _rl(run_dir, *deferred)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+    assert "it0.select already ran on them" in refused.output and "new run directory" in refused.output
+    assert all(r.result["reward"] is None for r in _records(run_dir, "it0.reward").values())  # nothing rewritten
 
     verdicts_file = run_dir / "grading" / "it0" / "verdicts.json"
     verdicts_file.write_text('{"verd\x01icts": {}}')  # a control character: not valid JSON
@@ -221,3 +316,21 @@ def test_held_out_passages_evaluate_the_base_and_the_final_model_beside_the_cont
     assert _records(run_dir, "ctl.passage")["p0002"].result["evaluation"]["sequences"] == 1
     report = (run_dir / "report" / "knowledge_seal.md").read_text()
     assert "train on passage only" in report and "passage repeated (control)" in report
+
+
+def test_the_selection_line_counts_the_scored_candidates_not_all_of_them(tmp_path: Path) -> None:
+    from runners.pipelines.seal_loop import stage_outcome
+
+    store = RunStore(tmp_path / "run")
+    result = {"rule": "top1", "candidates": 4, "scored": 0, "selected": []}
+    store.journal("it0.select").append(UnitRecord("select", "ok", None, result, 0.0))
+    line = stage_outcome(None, store, "it0.select")  # type: ignore[arg-type]
+    assert line == "0 of 0 scored self-edits selected (top1); 4 candidates without a reward"
+
+
+def test_a_selection_records_how_many_of_its_candidates_were_scored(metric_run: Path) -> None:
+    inner = _records(metric_run, "it0.inner")
+    select = _records(metric_run, "it0.select")["select"].result
+    ok = [r for r in inner.values() if r.status == "ok"]
+    assert select["candidates"] == len(ok)
+    assert select["scored"] == sum(1 for r in ok if r.result["reward"] is not None)
