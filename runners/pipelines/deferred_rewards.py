@@ -86,8 +86,9 @@ def deferred_reward_stages(
             # final reward: the rewards wait until a later grading scores it.
             again = (
                 f"grade {bundle} again where a judge answers (`seal grade {bundle.name} --judge ollama:<model> "
-                f"--out <grades>`; run with the same --out it retries only what is unscored), bring <grades> back "
-                f"and run `seal grade import {store.root} <grades>`, then run this command again"
+                f"--out <grades>`: with the same --out it retries the requests that failed; replies the judge gave "
+                "but that held no verdict are cached, so add --rescore, or grade with another judge), bring <grades> "
+                f"back and run `seal grade import {store.root} <grades>`, then run this command again"
             )
             return f"{unscored} of {expected} answers of {prefix} are still unscored by the judge: {again}"
         _refuse_stale_downstream()

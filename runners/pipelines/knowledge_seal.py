@@ -238,15 +238,21 @@ def make_judge(cfg: Config, store: RunStore) -> Any:
             )
         except JudgeError as exc:
             raise JudgeFailed(f"judge {spec.spec} failed: {str(exc).splitlines()[0]}") from None
-        unscored = [v for v in verdicts.values() if v.verdict is None]
-        if unscored:
-            # The judge was down, erred or its replies did not parse: an infrastructure failure, never a wrong
+        failed = [
+            v
+            for v in verdicts.values()
+            if v.verdict is None and any(o.get("status") == "failed" for o in v.votes.values())
+        ]
+        if failed:
+            # A request that failed (judge down, erroring, timing out): an infrastructure failure, never a wrong
             # answer and never a finished reward. The unit becomes `error` and is retried on the next run.
-            why = (unscored[0].reason or "no reason given").splitlines()[0][:300]
+            why = (failed[0].reason or "no reason given").splitlines()[0][:300]
             raise JudgeFailed(
-                f"judge {spec.spec} failed: {len(unscored)} of {len(verdicts)} answers unscored ({why}); run again "
+                f"judge {spec.spec} failed: {len(failed)} of {len(verdicts)} answers unscored ({why}); run again "
                 "once the judge answers"
             )
+        # A reply the judge gave but that is no verdict (unparseable, truncated, a split panel) is data: cached as
+        # given, so asking again returns it again; the answer stays unscored, counted, and its reward is None.
         return {item_id: v.verdict for item_id, v in verdicts.items()}
 
     return judge

@@ -334,3 +334,18 @@ def test_a_selection_records_how_many_of_its_candidates_were_scored(metric_run: 
     ok = [r for r in inner.values() if r.status == "ok"]
     assert select["candidates"] == len(ok)
     assert select["scored"] == sum(1 for r in ok if r.result["reward"] is not None)
+
+
+def test_an_in_loop_judge_whose_replies_do_not_parse_leaves_answers_unscored_as_data(tmp_path: Path) -> None:
+    """Prose instead of a verdict is the judge's own output: cached as given, so a retry would read it again and the
+    run could never finish. It is recorded (unscored, counted, reward None), not an error; a request that fails is."""
+    run_dir = tmp_path / "run"
+    judged = ["--set", f"judge.spec=ollama:{JUDGE}", "--set", "knowledge.correct=auto",
+              "--set", "knowledge.reward=accuracy", "--set", "seal.evaluate_final=false"]  # fmt: skip
+    with FakeOllama(models=(JUDGE,)) as fake:
+        fake.always("garbage")
+        result = _rl(run_dir, *judged, "--set", f"judge.host={fake.url}", "--set", "judge.retries=1")
+    assert result.exit_code == 0, result.output
+    inner = _records(run_dir, "it0.inner")
+    assert inner and all(r.status == "ok" and r.result["reward"] is None for r in inner.values())
+    assert "answers of 4 self-edits unscored" in result.output
