@@ -14,6 +14,9 @@ of the pairs' ratios, because other processes (and other machines' guests) share
 - generate: 8 plain-text prompts decoded greedily as one batch (the cpu profile's `infer.batch_size`), new tokens/s.
 - decode_linears: one decode step's matmuls alone (batch 8, every layer's real weights), by weight shape and summed:
   the most bf16 can give generation on this CPU if nothing else in a step cost time.
+- train_step_parts: training steps of each precision under torch.profiler (medians of alternating steps), their
+  self CPU time summed by kind (matmuls, scaled-dot-product attention forward+backward, dtype casts, everything
+  else): where the training speed-up comes from and where it does not on this CPU.
 - eval: the same short LoRA training on one ARC task's TTT data (8 examples, 2 epochs, batch 2, lr 1e-4: SEAL ARC's
   inner loop, shortened) from the same initial adapter in both precisions, for seeds 0 and 1, then the held-out loss
   (the task's test example and its D8 transforms, never trained on). `eval_loss_ratio` = mean bf16 / mean fp32, each
@@ -134,6 +137,40 @@ def decode_linears(models: dict[str, Any], batch: int, reps: int) -> dict[str, A
     }
 
 
+STEP_PART_OPS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "attention": ("aten::_scaled_dot_product",),  # the fused CPU kernels, forward and backward
+    "casts": ("aten::copy_", "aten::_to_copy"),
+}
+
+
+def train_step_parts(slots: dict[str, AdapterSlot], example: EncodedExample, reps: int) -> dict[str, Any]:
+    """Self CPU milliseconds of a profiled training step per precision, by kind of op (the median of `reps` steps,
+    fp32/bf16 alternating), and each kind's fp32/bf16 ratio: the matmuls gain what `matmul_speedup` allows, the
+    rest of the step decides the whole."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def step_parts(name: str) -> dict[str, float]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_rate(slots[name], example, name)
+        sums = dict.fromkeys([*STEP_PART_OPS, "other"], 0.0)
+        for event in prof.key_averages():
+            kind = next((k for k, ops in STEP_PART_OPS.items() if event.key.startswith(ops)), "other")
+            sums[kind] += event.self_cpu_time_total / 1000
+        return sums
+
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in DTYPES}
+    for rep in range(reps):
+        for name in DTYPES if rep % 2 == 0 else DTYPES[::-1]:
+            runs[name].append(step_parts(name))
+    parts = {name: {kind: statistics.median(r[kind] for r in rs) for kind in rs[0]} for name, rs in runs.items()}
+    return {
+        "ms": {name: {kind: round(ms, 1) for kind, ms in sums.items()} for name, sums in parts.items()},
+        "speedup": {kind: round(parts["fp32"][kind] / max(parts["bf16"][kind], 1e-9), 3) for kind in parts["fp32"]},
+        "bf16_share": {kind: round(ms / sum(parts["bf16"].values()), 3) for kind, ms in parts["bf16"].items()},
+    }
+
+
 def sequence_512(tokenizer: Any, task: Any) -> EncodedExample:
     """512 tokens of real ARC text (the task's chat rendering, repeated as needed), loss on every token."""
     ids: list[int] = []
@@ -211,6 +248,7 @@ def main() -> None:
         train_rate(slots[name], example, name)
         generate_rate(generators[name], 4)
     train_tps, train_ratios = paired(lambda name: train_rate(slots[name], example, name), args.reps * args.steps)
+    step_parts = train_step_parts(slots, example, min(args.reps, 3))
     generated: dict[str, int] = {}
 
     def generate(name: str) -> float:
@@ -284,6 +322,8 @@ def main() -> None:
                 "matmul_speedup": round(statistics.median(matmul_ratios), 3),
                 # why generate_speedup is what it is: the decode step's matmuls alone (batch 8, real weights)
                 "decode_linears": linears,
+                # why train_speedup is what it is: one profiled step of each, by kind of op
+                "train_step_parts": step_parts,
                 "targets": TARGETS,
                 "met": {
                     "train_speedup": train_speedup >= TARGETS["train_speedup"],

@@ -23,6 +23,8 @@ class Waiting:
     total: int
     chunks: list[str] = field(default_factory=list)  # the `k/n` chunks holding missing units (under --chunk k/n)
     note: str | None = None  # what the stage waits for when it is not another stage (e.g. verdicts to import)
+    left_out: int = 0  # missing units this command's --only/--limit never selects, in any chunk
+    narrowed_by: str = ""  # those options as typed, e.g. "--limit 1"
 
     def message(self) -> str:
         if self.note is not None:
@@ -30,10 +32,14 @@ class Waiting:
         where = ""
         if self.chunks:
             where = f" (chunk{'s' if len(self.chunks) > 1 else ''} {', '.join(self.chunks)})"
-        return (
-            f"waiting: stage {self.stage} needs {self.needed_stage}: {self.missing} of {self.total} units not "
-            f"recorded yet{where}; run again when they are"
-        )
+        head = f"waiting: stage {self.stage} needs {self.needed_stage}: {self.missing} of {self.total} units not "
+        if self.left_out:
+            # Running the same command again would select the same units and wait forever.
+            return (
+                f"{head}recorded yet{where}, {self.left_out} of them outside this command's {self.narrowed_by}: "
+                f"run again without it (or with a wider one) to record them"
+            )
+        return f"{head}recorded yet{where}; run again when they are"
 
 
 def check_needs(stages: list[StageSpec]) -> None:
@@ -85,8 +91,34 @@ def check_barrier(
         missing = [u for u in needed_units if u not in done]
         if missing:
             chunks = _chunks_holding(specs[need], needed_units, set(missing), selection)
-            return Waiting(spec.name, need, len(missing), len(needed_units), chunks)
+            left_out = _left_out(specs[need], needed_units, missing, selection)
+            return Waiting(
+                spec.name, need, len(missing), len(needed_units), chunks, None, len(left_out), _narrowing(selection)
+            )
     return None
+
+
+def _narrowing(selection: Selection) -> str:
+    options = [f"--only {','.join(selection.only)}"] if selection.only else []
+    if selection.limit is not None:
+        options.append(f"--limit {selection.limit}")
+    return " and ".join(options)
+
+
+def _left_out(spec: StageSpec, units: list[str], missing: list[str], selection: Selection) -> list[str]:
+    """The missing units that no chunk of this command's --only/--limit would ever process. A single-unit stage
+    ignores --only and --limit, so its unit is never left out."""
+    if spec.single or (not selection.only and selection.limit is None):
+        return []
+    chunks: list[Chunk | None] = [None]
+    if selection.chunk is not None:
+        chunks = [Chunk(k, selection.chunk.count) for k in range(1, selection.chunk.count + 1)]
+    reachable: set[str] = set()
+    for chunk in chunks:
+        reachable.update(
+            select_units(units, only=selection.only, limit=selection.limit, chunk=chunk, group=spec.group, strict=False)
+        )
+    return [u for u in missing if u not in reachable]
 
 
 def _chunks_holding(spec: StageSpec, units: list[str], missing: set[str], selection: Selection) -> list[str]:

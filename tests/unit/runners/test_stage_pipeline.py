@@ -73,6 +73,27 @@ def test_barrier_waits_for_every_chunk_then_the_dynamic_stage_runs_once_on_a_fro
     assert line["config_hash"] == "cfg1" and line["artifacts"] == {"out": "artifacts/x/sum-5"}
 
 
+def test_a_barrier_that_limit_keeps_from_ever_filling_says_to_run_without_it(tmp_path: Path) -> None:
+    """`--limit 1` selects the same first unit on every run: "run again" alone would wait forever."""
+
+    def stages() -> list[StageSpec]:
+        return [
+            StageSpec("inner", ["u0", "u1", "u2"], Recorder()),
+            StageSpec("select", ["all"], Recorder(), needs=("inner",), single=True),
+        ]
+
+    for _ in range(2):  # the same command again changes nothing
+        waiting = _run(RunStore.open(tmp_path), stages(), limit=1)[1].waiting
+        assert waiting is not None and (waiting.missing, waiting.left_out) == (2, 2)
+    assert waiting.message() == (
+        "waiting: stage select needs inner: 2 of 3 units not recorded yet, 2 of them outside this command's "
+        "--limit 1: run again without it (or with a wider one) to record them"
+    )
+    waiting = _run(RunStore.open(tmp_path), stages(), only=("u1",), chunk=Chunk(1, 2))[1].waiting
+    assert waiting is not None and waiting.left_out == 1 and "--only u1" in waiting.message()
+    assert all(s.complete for s in _run(RunStore.open(tmp_path), stages()))
+
+
 def test_a_stage_with_units_held_elsewhere_makes_the_next_stage_wait(tmp_path: Path) -> None:
     store = RunStore.open(tmp_path)
     (tmp_path / "claims" / "a").mkdir(parents=True)
