@@ -26,6 +26,7 @@ from grading.metrics import ARC_PASS_K, summarize_metrics, tasks_solved
 from grading.rubrics import CORRECT
 
 SCORED = ("scored", "rule")
+RETRYABLE = ("failed", "pending")  # unscored votes that running the grading again asks for
 DISAGREE, UNSCORED = "disagree", "unscored"
 QA_METRICS = ("em", "f1", "contains")
 OVERALL = "(overall)"
@@ -365,6 +366,11 @@ def build_report(
         else {},
         "unscored": {
             "items": sum(1 for r in qa if any(v["status"] not in SCORED for v in r.get("judges", {}).values())),
+            # a failed or never-sent request is retried by running again; a cached reply without a verdict
+            # (unparseable, truncated) is read back from the cache, so only --rescore or another judge changes it
+            "retryable_items": sum(
+                1 for r in qa if any(v["status"] in RETRYABLE for v in r.get("judges", {}).values())
+            ),
             "by_reason": dict(unscored),
         },
     }

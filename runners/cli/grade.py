@@ -209,11 +209,25 @@ def run(
     report = _grade_into(out, loaded.items, judges, settings, run_meta, quiet)
     _summarise(out, report)
     if report["unscored"]["items"] and not allow_unscored:
-        _echo(
-            f"{report['unscored']['items']} item(s) stayed unscored; run the same command again to retry them "
-            "(cached verdicts are kept), or pass --allow-unscored"
-        )
+        _echo(_unscored_advice(report["unscored"]))
         sys.exit(EXIT_UNSCORED)
+
+
+def _unscored_advice(unscored: dict[str, Any]) -> str:
+    """What to do about the unscored items: failed requests are retried by running again, but a reply without a
+    verdict is cached and would be read back as it is."""
+    items, retryable = unscored["items"], unscored.get("retryable_items", unscored["items"])
+    parts = []
+    if retryable:
+        parts.append(
+            f"{retryable} by failed requests (run the same command again to retry them; cached verdicts are kept)"
+        )
+    if items - retryable:
+        parts.append(
+            f"{items - retryable} by replies that held no verdict (unparseable or truncated; they are cached, so pass "
+            "--rescore to ask again, or grade with another --judge)"
+        )
+    return f"{items} item(s) stayed unscored: {', '.join(parts)}. Or pass --allow-unscored to accept them"
 
 
 def _check_out(out: Path, option: str) -> None:

@@ -83,7 +83,23 @@ def test_unscored_items_make_the_exit_code_non_zero_unless_allowed(
     assert result.exit_code == 3
     assert "stayed unscored" in result.output and "--allow-unscored" in result.output
     assert "stopped: server error 500" in result.output
+    assert "by failed requests (run the same command again" in result.output and "--rescore" not in result.output
     assert _invoke(*common, "--out", str(tmp_path / "b"), "--allow-unscored").exit_code == 0
+
+
+def test_replies_without_a_verdict_are_cached_so_the_advice_is_rescore_not_run_again(
+    server: FakeOllama, inputs: list[str], tmp_path: Path
+) -> None:
+    server.always("garbage")
+    common = [*inputs, "--judge", f"ollama:{MODEL}", "--host", server.url, "--out", str(tmp_path / "g"), *FAST]
+    first = _invoke(*common)
+    assert first.exit_code == 3
+    assert "8 item(s) stayed unscored: 8 by replies that held no verdict" in first.output
+    assert "pass --rescore" in first.output and "by failed requests" not in first.output
+    sent = len(server.chat_records())
+    server.always(None)
+    assert _invoke(*common).exit_code == 3 and len(server.chat_records()) == sent  # read back from the cache
+    assert _invoke(*common, "--rescore").exit_code == 0
 
 
 def test_bad_input_names_file_line_and_field(tmp_path: Path) -> None:
