@@ -723,6 +723,8 @@ def write_outputs(cache: JudgementCache, out_dir: str | Path) -> dict[str, Any]:
     if meta.get("judges"):
         exported = verdict_export(records, meta)
         _atomic_write(out / VERDICTS_FILE, json.dumps(exported, indent=1, ensure_ascii=False) + "\n")
+    else:  # an earlier judged grading's export would describe verdicts this report no longer has
+        (out / VERDICTS_FILE).unlink(missing_ok=True)
     _atomic_write(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     _atomic_write(out / "report.md", render_markdown(report))
     return report

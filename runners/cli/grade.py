@@ -69,7 +69,8 @@ def _echo(message: str) -> None:
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Output folder: cache.sqlite, verdicts.jsonl, report.md, report.json [default: grades/<input>].",
+    help="Output folder: cache.sqlite, verdicts.jsonl, report.md, report.json and, when judged, "
+    "verdicts.export.json [default: grades/<input>].",
 )
 @click.option(
     "--add",
@@ -190,6 +191,7 @@ def run(
         earlier = _earlier_inputs(out)
         if earlier and {s["sha256"] for s in earlier} != {s.sha256 for s in loaded.sources}:
             if add_inputs:
+                _check_add_keeps_judges(out, judge_specs)
                 loaded = read_inputs(_added(earlier, loaded.sources), max_bytes=int(max_input_mb * 2**20))
             elif not replace_inputs:
                 held = ", ".join(f"{s['path']} (sha256 {s['sha256'][:12]})" for s in earlier)
@@ -246,6 +248,21 @@ def _cache_hint(exc: Exception) -> str:
     if isinstance(exc, CacheError):
         return f"{exc}; delete it (its cached verdicts are lost) or choose another --out"
     return str(exc)
+
+
+def _check_add_keeps_judges(out: Path, judge_specs: tuple[str, ...]) -> None:
+    """`--add` reports over every input with this command's judges: without --judge, the earlier judges' column
+    would silently vanish from the report, so that is refused."""
+    from grading.cache import JudgementCache
+
+    with JudgementCache(out / CACHE_NAME) as cache:
+        recorded = [judge["name"] for judge in cache.meta().get("judges", [])]
+    if recorded and not judge_specs:
+        again = " ".join(f"--judge {name}" for name in recorded)
+        raise click.UsageError(
+            f"--add without --judge would report {out} with no judge, though it was graded by "
+            f"{', '.join(recorded)}: pass {again} to grade the new inputs with them too, or choose another --out"
+        )
 
 
 def _earlier_inputs(out: Path) -> list[dict[str, Any]]:

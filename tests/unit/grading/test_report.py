@@ -68,7 +68,7 @@ def test_report_figures_match_hand_counts() -> None:
     assert overall["judges"][J2]["accuracy"] == pytest.approx(2 / 5)
     assert overall["panel"]["verdicts"] == {c: 3, w: 2}
     assert report["groups"]["y"]["qa"]["n"] == 2
-    assert report["unscored"] == {"items": 1, "by_reason": {"timed out": 1}}
+    assert report["unscored"] == {"items": 1, "retryable_items": 1, "by_reason": {"timed out": 1}}  # a failed request
     # J1 against EM on its 4 scored items: (c,1) (c,1) (w,0) (c,0) -> tp 2, fp 1, fn 0, tn 1
     vs_em = report["judge_vs_metric"][J1]["em"]
     assert vs_em["confusion"] == [[2, 1], [0, 1]]

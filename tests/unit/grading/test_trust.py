@@ -212,6 +212,25 @@ def test_add_refuses_an_earlier_input_that_changed(tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{first}: changed since it was graded into this --out" in result.output
 
 
+def test_add_without_the_judge_is_refused_and_a_judge_free_report_leaves_no_stale_export(
+    server: FakeOllama, tmp_path: Path
+) -> None:
+    first = write_bundle(tmp_path / "first.jsonl", qa_items(2), {"run_id": "r1"})
+    second = write_bundle(tmp_path / "second.jsonl", [Item("o/0", "qa", "q?", ("y",), "y")], {"run_id": "r2"})
+    out, judge = tmp_path / "out", ["--judge", f"ollama:{MODEL}", "--host", server.url, *FAST]
+    assert _invoke(str(first), *judge, "--out", str(out), "--quiet").exit_code == 0
+    before = (out / "report.md").read_text()
+    refused = _invoke(str(second), "--out", str(out), "--add", "--quiet")
+    assert refused.exit_code == 2 and f"though it was graded by ollama:{MODEL}" in refused.output
+    assert f"pass --judge ollama:{MODEL}" in refused.output and (out / "report.md").read_text() == before
+
+    added = _invoke(str(second), *judge, "--out", str(out), "--add", "--quiet")
+    assert added.exit_code == 0
+    assert len(json.loads((out / "verdicts.export.json").read_text())["verdicts"]) == 3
+    assert _invoke(str(first), "--out", str(out), "--replace", "--quiet").exit_code == 0  # no judge: metrics only
+    assert not (out / "verdicts.export.json").exists(), "an export of verdicts this report no longer has"
+
+
 def test_an_unknown_judge_scheme_is_a_usage_error(tmp_path: Path) -> None:
     bundle = write_bundle(tmp_path / "b.jsonl", qa_items(1), {"run_id": "r"})
     result = _invoke(str(bundle), "--judge", "olama:x", "--out", str(tmp_path / "out"))
