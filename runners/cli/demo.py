@@ -6,10 +6,10 @@ import click
 
 from runners.cli.driver import execute_run, run_options
 
-DEMOS = {
-    "knowledge": ("demo", "runs/demo"),  # one SEAL iteration of knowledge incorporation (the main job)
-    "arc": ("demo_arc", "runs/demo-arc"),  # one SEAL iteration on ARC
-    "ttt": ("demo_ttt", "runs/demo-ttt"),  # oracle TTT on ARC only
+DEMOS = {  # experiment, run folder under the platform's runs root (runs/ here, Drive on Colab, SEAL_RUNS)
+    "knowledge": ("demo", "demo"),  # one SEAL iteration of knowledge incorporation (the main job)
+    "arc": ("demo_arc", "demo-arc"),  # one SEAL iteration on ARC
+    "ttt": ("demo_ttt", "demo-ttt"),  # oracle TTT on ARC only
 }
 
 
@@ -29,7 +29,9 @@ def demo(which: str, **kwargs: object) -> None:
 
     Run it again to resume or to see the report.
     """
-    experiment, run_dir = DEMOS[which]
+    from runners.platform import default_runs_root
+
+    experiment, folder = DEMOS[which]
     if not kwargs.get("run_dir"):
-        kwargs["run_dir"] = run_dir
+        kwargs["run_dir"] = str(default_runs_root() / folder)
     execute_run(experiment, **kwargs)  # type: ignore[arg-type]

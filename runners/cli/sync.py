@@ -11,14 +11,15 @@ import click
 from runners.cli.driver import UserError
 
 
-def _link(root: Path, url: str):  # type: ignore[no-untyped-def]
+def _link(root: Path, url: str, elsewhere: str):  # type: ignore[no-untyped-def]
+    """The sync of `root` to `url`; `elsewhere`: what to do when `root` already syncs somewhere else."""
     from runners.sync import RunSync, SyncError, normalize_target, recorded_url
 
     try:
         recorded = recorded_url(root)
         target = normalize_target(url)
         if recorded is not None and recorded != target.rstrip("/"):
-            raise SyncError(f"{root} syncs to {recorded}, not {target}; pull into a new directory")
+            raise SyncError(f"{root} syncs to {recorded}, not {target}; {elsewhere}")
         return RunSync(root, target)
     except SyncError as exc:
         raise UserError(str(exc)) from None
@@ -39,7 +40,7 @@ def pull(url: str, run_dir: Path, all_artifacts: bool) -> None:
         raise UserError(
             f"{run_dir} is not empty and holds no run: pull into a new or empty directory (or a copy of this run)"
         )
-    link = _link(run_dir, url)
+    link = _link(run_dir, url, "pull into a new directory")
     try:
         if not link.remote_has_run():
             raise UserError(f"{url}: no manifest.json there; is this the URL a run was pushed to?")
@@ -121,7 +122,8 @@ def push(run_dir: Path, url: str | None) -> None:
         raise UserError(f"{run_dir} has never synced anywhere: name the destination with --to URL")
     if not (run_dir / "manifest.json").exists():
         raise UserError(f"{run_dir}: no manifest.json here; is this a run directory?")
-    link = _link(run_dir, url)
+    advice = f"leave out --to to push there, or delete {run_dir / '.sync'} to push everything to the new place"
+    link = _link(run_dir, url, advice)
     try:
         summary = link.push()
     except Exception as exc:

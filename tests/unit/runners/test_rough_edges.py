@@ -96,3 +96,12 @@ def test_no_progress_silences_the_libraries_bars_too(monkeypatch: pytest.MonkeyP
         os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
         hf_logging.enable_progress_bar()
         enable_progress_bars()
+
+
+def test_config_show_prints_the_run_hash_a_run_records(tmp_path: Path) -> None:
+    sets = ["--set", "selftest.units=2", "--set", "selftest.iterations=10"]
+    shown = _invoke("config", "show", "selftest", *sets)
+    assert shown.exit_code == 0, shown.output
+    run_hash = next(line for line in shown.output.splitlines() if line.startswith("# run hash")).split()[-1]
+    assert _invoke("selftest", "--run-dir", str(tmp_path / "r"), "--no-progress", *sets).exit_code == 0
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["config_hash"] == run_hash

@@ -156,6 +156,9 @@ def test_pull_and_push_commands(tmp_path: Path) -> None:
     pushed = _seal("push", "a", cwd=tmp_path)
     assert pushed.returncode == 0, pushed.stderr
     assert (drive / "report" / "note.md").read_text() == "hi"
+    elsewhere = _seal("push", "a", "--to", str(other), cwd=tmp_path)
+    assert elsewhere.returncode != 0 and f"syncs to {drive}, not {other}" in elsewhere.stderr
+    assert "leave out --to" in elsewhere.stderr and "pull into" not in elsewhere.stderr
     never = _seal("push", "o2", cwd=tmp_path)
     assert never.returncode != 0 and "Traceback" not in never.stderr
 
