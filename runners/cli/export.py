@@ -45,7 +45,9 @@ def export(run_dir: str, out: str | None) -> None:
             f"{run_dir}: no gradable items, nothing written (no finished unit has an output with a known answer: "
             "hidden test outputs, or a run not finished yet: run its command again to finish it)"
         )
+    run_id = manifest.get("run_id") or store.root.name  # manifests before run ids: the folder's name
     provenance = {
+        "run_id": run_id,
         "run_dir": str(store.root),
         "experiment": cfg.experiment,
         "config_hash": manifest.get("config_hash"),
@@ -54,7 +56,7 @@ def export(run_dir: str, out: str | None) -> None:
     }
     for item in items:  # each unit keeps the hash it was produced under; older journal lines had none
         unit_hash = item["provenance"].get("config_hash") or manifest["config_hash"]
-        item["provenance"] = {**item["provenance"], "run_id": store.root.name, "config_hash": unit_hash}
+        item["provenance"] = {**item["provenance"], "run_id": run_id, "config_hash": unit_hash}
     target = Path(out) if out else store.root / "export" / BUNDLE_NAME
     if target.is_dir():  # like `cp FILE DIR`: the bundle goes inside, under its default name
         target = target / BUNDLE_NAME

@@ -37,6 +37,10 @@ def test_cpt_trains_one_update_on_every_passage_then_answers_each(tmp_path: Path
     assert "CPT: one update on every passage" in (run_dir / "report" / "knowledge_cpt.md").read_text()
     exported = CliRunner().invoke(main, ["export", str(run_dir)])
     assert exported.exit_code == 0 and "24 items" in exported.output, exported.output  # 3 passages x 4 x 2 stages
+    lines = (run_dir / "export" / "bundle.jsonl").read_text().splitlines()
+    run_id = json.loads((run_dir / "manifest.json").read_text())["run_id"]  # not the folder's name
+    assert json.loads(lines[0])["provenance"]["run_id"] == run_id
+    assert {json.loads(line)["provenance"]["run_id"] for line in lines[1:]} == {run_id}
 
 
 def test_continual_folds_each_update_and_writes_the_matrix_as_json_and_a_heatmap(tmp_path: Path) -> None:
